@@ -1,0 +1,258 @@
+"""The `transformer-mt` command line: parse, validate, call the library, print."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+from .errors import TransformerMTError
+
+log = logging.getLogger("transformer_mt")
+
+
+# ---- flags from dataclasses ---------------------------------------------------
+
+
+def add_fields(parser: argparse.ArgumentParser, cls, skip=(), optional=False) -> None:
+    """One --flag per dataclass field, typed and documented from the field. With
+    ``optional`` every default is None (meaning: keep the preset's value)."""
+    group = parser.add_argument_group(cls.__name__)
+    for f in dataclasses.fields(cls):
+        if f.name in skip:
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        help_text = f.metadata.get("help", "")
+        kind = f.type if isinstance(f.type, type) else eval(f.type)  # noqa: S307
+        if kind is bool:
+            group.add_argument(flag, action=argparse.BooleanOptionalAction,
+                               default=None if optional else f.default, help=help_text)
+        else:
+            default = None if optional else f.default
+            group.add_argument(flag, type=kind, default=default,
+                               help=f"{help_text} (default: {f.default})")
+
+
+def pick_fields(args: argparse.Namespace, cls, skip=()) -> dict:
+    return {
+        f.name: getattr(args, f.name)
+        for f in dataclasses.fields(cls)
+        if f.name not in skip and getattr(args, f.name, None) is not None
+    }
+
+
+# ---- subcommands ----------------------------------------------------------------
+
+
+def cmd_prepare(args) -> None:
+    from .data import multi30k
+    from .data.prepare import DataConfig, SplitFiles, prepare
+
+    config = DataConfig(**pick_fields(args, DataConfig))
+    if args.dataset == "multi30k":
+        files = multi30k.locate(args.src_lang, args.tgt_lang, args.data_dir, args.cache)
+        splits = [SplitFiles(name, *paths) for name, paths in files.items()]
+    elif args.dataset:
+        raise TransformerMTError(f"unknown dataset {args.dataset!r}; known: multi30k")
+    else:
+        if not (args.train_src and args.train_tgt):
+            raise TransformerMTError("give --train-src and --train-tgt, or --dataset multi30k")
+        splits = [SplitFiles("train", Path(args.train_src), Path(args.train_tgt))]
+        for name in ("valid", "test"):
+            src, tgt = getattr(args, f"{name}_src"), getattr(args, f"{name}_tgt")
+            if bool(src) != bool(tgt):
+                raise TransformerMTError(f"give both --{name}-src and --{name}-tgt")
+            if src:
+                splits.append(SplitFiles(name, Path(src), Path(tgt)))
+    summary = prepare(splits, args.out, config, args.src_lang, args.tgt_lang)
+    print(json.dumps(summary["splits"], indent=2))
+
+
+def model_config_from(args):
+    from .model import ModelConfig, preset
+
+    return preset(args.preset, **pick_fields(args, ModelConfig, skip=("vocab_size", "pad_id")))
+
+
+def cmd_train(args) -> None:
+    from .model import ModelConfig  # noqa: F401  (validates the flags first)
+    from .train.config import TrainConfig
+    from .train.trainer import train
+
+    config = TrainConfig(**pick_fields(args, TrainConfig))
+    summary = train(config, model_config_from(args), args.data, args.save_dir, args.resume)
+    if summary.get("stop_reason", "").startswith("interrupted"):
+        log.warning("interrupted: checkpoint saved in %s; continue with --resume", args.save_dir)
+    print(json.dumps(summary))
+
+
+def cmd_average(args) -> None:
+    from .average import average_checkpoints, average_last
+
+    if args.checkpoints:
+        out = average_checkpoints(args.checkpoints, args.out or "averaged")
+    elif args.run:
+        out = average_last(args.run, args.last, args.out)
+    else:
+        raise TransformerMTError("give --run DIR (with --last N) or --checkpoints A B ...")
+    print(out)
+
+
+def read_input_lines(path: str | None) -> list[str]:
+    from .data.text import decode_line, read_lines
+
+    if path and path != "-":
+        return read_lines(path)
+    return [decode_line(raw, "<stdin>", n) for n, raw in enumerate(sys.stdin.buffer, 1)]
+
+
+def load_translator(args):
+    import torch
+
+    from .decode import DecodeConfig, Translator
+    from .train.trainer import pick_device
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    options = pick_fields(args, DecodeConfig)
+    return Translator.load(args.checkpoint, device=str(pick_device(args.device)), **options)
+
+
+def cmd_translate(args) -> None:
+    lines = read_input_lines(args.input)
+    translator = load_translator(args)
+    started = time.monotonic()
+    out = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout
+    try:
+        if translator.config.nbest > 1:
+            for i, hyps in enumerate(translator.translate_nbest(lines)):
+                for text, score in hyps:
+                    out.write(f"{i}\t{score:.4f}\t{text}\n")
+        else:
+            for text in translator.translate(lines):
+                out.write(text + "\n")
+    finally:
+        if out is not sys.stdout:
+            out.close()
+    log.info("translated %d lines in %.1fs", len(lines), time.monotonic() - started)
+
+
+def cmd_evaluate(args) -> None:
+    from .data.text import read_lines
+    from .evaluate import score
+
+    if args.hyp:
+        if not args.ref:
+            raise TransformerMTError("--hyp needs --ref")
+        hyps, refs = read_lines(args.hyp), read_lines(args.ref)
+    elif args.checkpoint and args.data:
+        data = Path(args.data)
+        src_path, ref_path = data / f"{args.split}.src.txt", data / f"{args.split}.tgt.txt"
+        if not src_path.exists():
+            raise TransformerMTError(f"{data}: split {args.split!r} was not prepared")
+        translator = load_translator(args)
+        hyps, refs = translator.translate(read_lines(src_path)), read_lines(ref_path)
+        if args.output:
+            Path(args.output).write_text("".join(h + "\n" for h in hyps), encoding="utf-8")
+    else:
+        raise TransformerMTError("give --hyp and --ref, or --checkpoint and --data")
+    result = score(hyps, refs, lowercase=args.lowercase)
+    print(json.dumps(result, indent=2))
+
+
+# ---- parser ---------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .data.prepare import DataConfig
+    from .decode import DecodeConfig
+    from .model import PRESETS, ModelConfig
+    from .train.config import TrainConfig
+
+    parser = argparse.ArgumentParser(
+        prog="transformer-mt",
+        description="Train, run and score Transformer translation models.",
+    )
+    parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("prepare", help="check text, train the subword model, encode")
+    p.add_argument("--out", required=True, help="prepared data directory to write")
+    p.add_argument("--dataset", help="a named corpus instead of files: multi30k")
+    p.add_argument("--data-dir", help="local copy of the named corpus (else download)")
+    p.add_argument("--cache", help="download cache (default ~/.cache/transformer_mt)")
+    p.add_argument("--src-lang", default="src", help="source language code")
+    p.add_argument("--tgt-lang", default="tgt", help="target language code")
+    for split in ("train", "valid", "test"):
+        p.add_argument(f"--{split}-src", help=f"{split} source file (.gz allowed)")
+        p.add_argument(f"--{split}-tgt", help=f"{split} target file (.gz allowed)")
+    add_fields(p, DataConfig)
+    p.set_defaults(func=cmd_prepare)
+
+    p = sub.add_parser("train", help="train a model on a prepared directory")
+    p.add_argument("--data", required=True, help="prepared data directory")
+    p.add_argument("--save-dir", required=True, help="run directory for checkpoints")
+    p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint")
+    p.add_argument("--preset", default="small", choices=list(PRESETS), help="model size")
+    add_fields(p, ModelConfig, skip=("vocab_size", "pad_id"), optional=True)
+    add_fields(p, TrainConfig)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("average", help="average the weights of checkpoints")
+    p.add_argument("--run", help="run directory: average its last N step checkpoints")
+    p.add_argument("--last", type=int, default=5, help="how many (default 5)")
+    p.add_argument("--checkpoints", nargs="+", help="explicit checkpoint directories")
+    p.add_argument("--out", help="output checkpoint directory (default RUN/averaged)")
+    p.set_defaults(func=cmd_average)
+
+    for name, func, helptext in (
+        ("translate", cmd_translate, "translate lines from a file or stdin"),
+        ("evaluate", cmd_evaluate, "sacreBLEU BLEU and chrF of a model or a file"),
+    ):
+        p = sub.add_parser(name, help=helptext)
+        p.add_argument("--checkpoint", required=name == "translate",
+                       help="checkpoint or run directory")
+        p.add_argument("--device", default="cpu", help="cpu, cuda, auto")
+        p.add_argument("--threads", type=int, default=0, help="CPU threads (0: default)")
+        p.add_argument("--output", help="write translations here (default stdout)")
+        add_fields(p, DecodeConfig)
+        if name == "translate":
+            p.add_argument("--input", help="input file (default stdin)")
+        else:
+            p.add_argument("--hyp", help="file of translations to score")
+            p.add_argument("--ref", help="file of references")
+            p.add_argument("--data", help="prepared directory: translate and score a split")
+            p.add_argument("--split", default="test", help="split to score (default test)")
+            p.add_argument("--lowercase", action="store_true", help="case-insensitive BLEU")
+        p.set_defaults(func=func)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.WARNING if args.quiet else logging.INFO,
+        format="%(asctime)s | %(levelname)s | %(name)s | %(message)s",
+        datefmt="%H:%M:%S",
+        stream=sys.stderr,
+    )
+    try:
+        args.func(args)
+    except TransformerMTError as exc:
+        print(f"transformer-mt {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"transformer-mt {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Reading parallel text, preparing binary caches, token-count batching, datasets."""

@@ -1,0 +1,82 @@
+"""Multi-head scaled dot-product attention (section 3.2).
+
+Masks are boolean with True meaning "may attend" (``attend_mask``), broadcastable to
+(B, H, T, S). Attention runs through ``F.scaled_dot_product_attention`` so fused
+kernels are used where the device has them; when the caller asks for the weights
+(plots, the server's heat map) the same computation is done in three visible steps.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class MultiHeadAttention(nn.Module):
+    def __init__(self, d_model: int, heads: int, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.heads = heads
+        self.head_dim = d_model // heads
+        self.dropout = dropout
+        self.q_proj = nn.Linear(d_model, d_model)
+        self.k_proj = nn.Linear(d_model, d_model)
+        self.v_proj = nn.Linear(d_model, d_model)
+        self.out_proj = nn.Linear(d_model, d_model)
+        for linear in (self.q_proj, self.k_proj, self.v_proj, self.out_proj):
+            nn.init.xavier_uniform_(linear.weight)
+            nn.init.zeros_(linear.bias)
+
+    def split_heads(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, T, D) -> (B, H, T, D/H)"""
+        B, T, _ = x.shape
+        return x.view(B, T, self.heads, self.head_dim).transpose(1, 2)
+
+    def project_kv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, S, D) -> keys, values each (B, H, S, D/H)"""
+        return self.split_heads(self.k_proj(x)), self.split_heads(self.v_proj(x))
+
+    def forward(
+        self,
+        query: torch.Tensor,
+        keys: torch.Tensor,
+        values: torch.Tensor,
+        attend_mask: torch.Tensor | None = None,
+        is_causal: bool = False,
+        need_weights: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Attend from ``query`` (B, T, D) to projected ``keys``/``values``
+        (B, H, S, D/H).
+
+        Returns the output (B, T, D) and, if ``need_weights``, the attention
+        weights (B, H, T, S).
+        """
+        B, T, D = query.shape
+        q = self.split_heads(self.q_proj(query))  # (B, H, T, D/H)
+        dropout = self.dropout if self.training else 0.0
+        if need_weights:
+            context, weights = self._attend_explicit(
+                q, keys, values, attend_mask, is_causal, dropout
+            )
+        else:
+            context = F.scaled_dot_product_attention(
+                q, keys, values, attn_mask=attend_mask, dropout_p=dropout,
+                is_causal=is_causal,
+            )  # (B, H, T, D/H)
+            weights = None
+        context = context.transpose(1, 2).reshape(B, T, D)  # (B, T, D)
+        return self.out_proj(context), weights
+
+    @staticmethod
+    def _attend_explicit(q, k, v, attend_mask, is_causal, dropout):
+        scores = q @ k.transpose(-2, -1) / math.sqrt(q.size(-1))  # (B, H, T, S)
+        if is_causal:
+            T, S = scores.shape[-2:]
+            causal = torch.ones(T, S, dtype=torch.bool, device=q.device).tril()
+            scores = scores.masked_fill(~causal, float("-inf"))
+        if attend_mask is not None:
+            scores = scores.masked_fill(~attend_mask, float("-inf"))
+        weights = scores.softmax(dim=-1)
+        return F.dropout(weights, dropout) @ v, weights
