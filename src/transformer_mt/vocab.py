@@ -59,9 +59,13 @@ class Vocabulary:
         model_type: str = "unigram",
         character_coverage: float = 1.0,
         max_sentences: int = 2_000_000,
-        seed_sentencepiece: bool = True,
     ) -> Vocabulary:
-        """Train a joint SentencePiece model in memory from an iterable of lines."""
+        """Train a joint SentencePiece model in memory from an iterable of lines.
+
+        Vocabularies of 1,000 pieces or more fall back to UTF-8 bytes for characters
+        never seen in training (256 byte pieces), so no input becomes <unk>; smaller
+        ones (tests, toy tasks) have no room for them.
+        """
         if model_type not in ("unigram", "bpe"):
             raise TransformerMTError(f"vocab model type {model_type!r}: use unigram or bpe")
         buffer = io.BytesIO()
@@ -73,7 +77,7 @@ class Vocabulary:
                 model_type=model_type,
                 character_coverage=character_coverage,
                 pad_id=PAD_ID, unk_id=UNK_ID, bos_id=BOS_ID, eos_id=EOS_ID,
-                byte_fallback=True,
+                byte_fallback=size >= 1000,
                 input_sentence_size=max_sentences,
                 shuffle_input_sentence=True,
                 num_threads=2,
