@@ -18,8 +18,16 @@ SHARED_MULTI30K = ROOT.parent / "shared" / "data" / "multi30k"
 
 
 def tiny_config(**overrides) -> ModelConfig:
-    values = dict(vocab_size=40, d_model=32, d_ff=64, heads=4, encoder_layers=2,
-                  decoder_layers=2, dropout=0.0, max_positions=128)
+    values = dict(
+        vocab_size=40,
+        d_model=32,
+        d_ff=64,
+        heads=4,
+        encoder_layers=2,
+        decoder_layers=2,
+        dropout=0.0,
+        max_positions=128,
+    )
     values.update(overrides)
     return ModelConfig(**values)
 
@@ -34,7 +42,10 @@ def run_cli(*args, check: bool = True, stdin: bytes | None = None, timeout: int 
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "2"}
     result = subprocess.run(
         [sys.executable, "-m", "transformer_mt", *map(str, args)],
-        input=stdin, capture_output=True, timeout=timeout, env=env,
+        input=stdin,
+        capture_output=True,
+        timeout=timeout,
+        env=env,
     )
     if check and result.returncode != 0:
         raise AssertionError(
@@ -55,7 +66,9 @@ WORDS = "abcdefghij"
 def reverse_corpus(n: int, seed: int) -> tuple[list[str], list[str]]:
     """Sentences of 2-6 letters from a ten-letter alphabet, and their reversal."""
     rng = random.Random(seed)
-    src = [" ".join(rng.choice(WORDS) for _ in range(rng.randint(2, 6))) for _ in range(n)]
+    src = [
+        " ".join(rng.choice(WORDS) for _ in range(rng.randint(2, 6))) for _ in range(n)
+    ]
     return src, [" ".join(reversed(s.split())) for s in src]
 
 
@@ -66,13 +79,32 @@ def reverse_data(tmp_path_factory) -> Path:
     paths = {}
     for split, n, seed in (("train", 3000, 1), ("valid", 100, 2), ("test", 100, 3)):
         src, tgt = reverse_corpus(n, seed)
-        paths[split] = (write_lines(root / f"{split}.src", src),
-                        write_lines(root / f"{split}.tgt", tgt))
+        paths[split] = (
+            write_lines(root / f"{split}.src", src),
+            write_lines(root / f"{split}.tgt", tgt),
+        )
     out = root / "prepared"
-    run_cli("prepare", "--train-src", paths["train"][0], "--train-tgt", paths["train"][1],
-            "--valid-src", paths["valid"][0], "--valid-tgt", paths["valid"][1],
-            "--test-src", paths["test"][0], "--test-tgt", paths["test"][1],
-            "--out", out, "--vocab-size", 24, "--vocab-type", "bpe")
+    run_cli(
+        "prepare",
+        "--train-src",
+        paths["train"][0],
+        "--train-tgt",
+        paths["train"][1],
+        "--valid-src",
+        paths["valid"][0],
+        "--valid-tgt",
+        paths["valid"][1],
+        "--test-src",
+        paths["test"][0],
+        "--test-tgt",
+        paths["test"][1],
+        "--out",
+        out,
+        "--vocab-size",
+        24,
+        "--vocab-type",
+        "bpe",
+    )
     return out
 
 
@@ -85,8 +117,11 @@ def multi30k_slice(tmp_path_factory) -> dict:
     assert SHARED_MULTI30K.exists(), f"test data missing: {SHARED_MULTI30K}"
     root = tmp_path_factory.mktemp("m30k")
     files = {}
-    for split, stem, count in (("train", "train", 3000), ("valid", "val", 200),
-                               ("test", "test_2016_flickr", 100)):
+    for split, stem, count in (
+        ("train", "train", 3000),
+        ("valid", "val", 200),
+        ("test", "test_2016_flickr", 100),
+    ):
         for lang in ("de", "en"):
             lines = read_lines(SHARED_MULTI30K / f"{stem}.{lang}.gz")[:count]
             files[split, lang] = write_lines(root / f"{split}.{lang}", lines)

@@ -22,7 +22,9 @@ def vocab():
 
 def save_tiny(path, vocab, seed=0):
     model = tiny_model(seed=seed)
-    return checkpoint.save(path, model, vocab, {"src_lang": "de", "tgt_lang": "en"}), model
+    return checkpoint.save(
+        path, model, vocab, {"src_lang": "de", "tgt_lang": "en"}
+    ), model
 
 
 def test_round_trip_gives_identical_outputs(tmp_path, vocab):
@@ -33,7 +35,11 @@ def test_round_trip_gives_identical_outputs(tmp_path, vocab):
     torch.testing.assert_close(restored(src, tgt), model(src, tgt), rtol=0, atol=0)
     assert loaded.vocab.sha256 == vocab.sha256
     assert sorted(p.name for p in path.iterdir()) == [
-        "config.json", "manifest.json", "model.safetensors", "spm.model"]
+        "config.json",
+        "manifest.json",
+        "model.safetensors",
+        "spm.model",
+    ]
 
 
 def test_tampered_or_truncated_weights_are_refused(tmp_path, vocab):
@@ -41,7 +47,9 @@ def test_tampered_or_truncated_weights_are_refused(tmp_path, vocab):
     weights = path / "model.safetensors"
     data = weights.read_bytes()
     weights.write_bytes(data[: len(data) // 2])
-    with pytest.raises(TransformerMTError, match="checksum mismatch.*truncated or modified"):
+    with pytest.raises(
+        TransformerMTError, match="checksum mismatch.*truncated or modified"
+    ):
         checkpoint.load(path)
 
 

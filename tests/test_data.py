@@ -62,7 +62,9 @@ def test_prepare_filters_and_collate_adds_bos_eos(tmp_path):
     src, tgt = reverse_corpus(300, seed=0)
     src += ["", "a b", "a " * 40]  # empty, fine, too long
     tgt += ["a", "b a", "a"]
-    files = SplitFiles("train", write_lines(tmp_path / "s", src), write_lines(tmp_path / "t", tgt))
+    files = SplitFiles(
+        "train", write_lines(tmp_path / "s", src), write_lines(tmp_path / "t", tgt)
+    )
     config = DataConfig(vocab_size=24, vocab_type="bpe", max_len=30, max_ratio=3)
     summary = prepare([files], tmp_path / "out", config)
     dropped = summary["splits"]["train"]["dropped"]
@@ -73,7 +75,11 @@ def test_prepare_filters_and_collate_adds_bos_eos(tmp_path):
     s, t = pairs[1]
     assert batch.tgt_in[1, 0] == BOS_ID and batch.tgt_out[1, len(t)] == EOS_ID
     assert batch.src[1, len(s)] == EOS_ID
-    assert batch.ntokens == int((batch.tgt_out != PAD_ID).sum()) == len(pairs[0][1]) + len(t) + 2
+    assert (
+        batch.ntokens
+        == int((batch.tgt_out != PAD_ID).sum())
+        == len(pairs[0][1]) + len(t) + 2
+    )
 
 
 @pytest.fixture
@@ -81,7 +87,9 @@ def file_server(tmp_path):
     """A real HTTP server on loopback serving a folder."""
     root = tmp_path / "served"
     root.mkdir()
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
+    handler = functools.partial(
+        http.server.SimpleHTTPRequestHandler, directory=str(root)
+    )
     handler.log_message = lambda *a: None
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
@@ -92,12 +100,18 @@ def file_server(tmp_path):
 
 def test_multi30k_downloads_checks_and_caches(file_server, tmp_path):
     root, url = file_server
-    for name in multi30k.file_names("de", "en")["train"] + multi30k.file_names("de", "en")[
-            "valid"] + multi30k.file_names("de", "en")["test"]:
+    for name in (
+        multi30k.file_names("de", "en")["train"]
+        + multi30k.file_names("de", "en")["valid"]
+        + multi30k.file_names("de", "en")["test"]
+    ):
         shutil.copy(SHARED_MULTI30K / name, root / name)
     cache = tmp_path / "cache"
     found = multi30k.locate("de", "en", cache=cache, base_url=url)
-    assert read_lines(found["test"][1])[:1] == read_lines(SHARED_MULTI30K / "test_2016_flickr.en.gz")[:1]
+    assert (
+        read_lines(found["test"][1])[:1]
+        == read_lines(SHARED_MULTI30K / "test_2016_flickr.en.gz")[:1]
+    )
     for path in root.iterdir():
         path.unlink()  # a second call must come from the cache alone
     assert multi30k.locate("de", "en", cache=cache, base_url=url) == found

@@ -49,7 +49,9 @@ def test_incremental_decoding_equals_full_recomputation(variant):
         full = model(src, tgt)  # (B, T, V)
         memory, src_attend, _ = model.encode(src)
         state = model.start_decoding(memory, src_attend)
-        steps = [model.decode_step(tgt[:, t : t + 1], state)[0] for t in range(tgt.size(1))]
+        steps = [
+            model.decode_step(tgt[:, t : t + 1], state)[0] for t in range(tgt.size(1))
+        ]
     torch.testing.assert_close(torch.stack(steps, 1), full, atol=1e-5, rtol=1e-5)
 
 
@@ -127,13 +129,27 @@ def test_paper_presets_have_the_papers_parameter_counts(name, expected_millions)
 
 def test_base_preset_is_the_papers_configuration():
     c = preset("base")
-    assert (c.d_model, c.d_ff, c.heads, c.encoder_layers, c.dropout) == (512, 2048, 8, 6, 0.1)
+    assert (c.d_model, c.d_ff, c.heads, c.encoder_layers, c.dropout) == (
+        512,
+        2048,
+        8,
+        6,
+        0.1,
+    )
     b = preset("big")
-    assert (b.d_model, b.d_ff, b.heads, b.encoder_layers, b.dropout) == (1024, 4096, 16, 6, 0.3)
+    assert (b.d_model, b.d_ff, b.heads, b.encoder_layers, b.dropout) == (
+        1024,
+        4096,
+        16,
+        6,
+        0.3,
+    )
 
 
 def test_bad_model_config_lists_every_problem():
-    with pytest.raises(TransformerMTError, match="d_model=30 must be divisible by heads=4.*norm"):
+    with pytest.raises(
+        TransformerMTError, match="d_model=30 must be divisible by heads=4.*norm"
+    ):
         ModelConfig(d_model=30, heads=4, norm="middle")
     with pytest.raises(TransformerMTError, match="unknown model config key"):
         ModelConfig.from_dict({"d_modle": 3})

@@ -45,7 +45,11 @@ class ScriptedModel:
     }
 
     def encode(self, src):
-        return torch.zeros(src.size(0), src.size(1), 1), (src != 0)[:, None, None, :], []
+        return (
+            torch.zeros(src.size(0), src.size(1), 1),
+            (src != 0)[:, None, None, :],
+            [],
+        )
 
     def start_decoding(self, memory, src_attend):
         return ScriptedState(memory.size(0))
@@ -103,8 +107,9 @@ def test_max_length_forces_the_end():
     config = DecodeConfig(strategy="greedy", max_len_a=0.0, max_len_b=1)
     [[hyp]] = greedy_search(UnlikelyEndModel(), SRC, config)
     assert hyp.tokens == [] and hyp.score == pytest.approx(math.log(0.1))
-    [[beam]] = beam_search(UnlikelyEndModel(), SRC, DecodeConfig(beam_size=2, max_len_a=0,
-                                                                 max_len_b=1))
+    [[beam]] = beam_search(
+        UnlikelyEndModel(), SRC, DecodeConfig(beam_size=2, max_len_a=0, max_len_b=1)
+    )
     assert beam.tokens == []
     # a = 1, b = 2: three source tokens allow five output tokens including EOS
     config = DecodeConfig(strategy="greedy", max_len_a=1.0, max_len_b=2)
@@ -143,8 +148,11 @@ def test_batched_decoding_equals_each_sentence_alone(search):
 
 def test_nbest_is_sorted_and_distinct():
     model = tiny_model(seed=6)
-    [hyps] = beam_search(model, source_tensor(random_sources()[:1]),
-                         DecodeConfig(beam_size=4, nbest=4, max_len_b=8))
+    [hyps] = beam_search(
+        model,
+        source_tensor(random_sources()[:1]),
+        DecodeConfig(beam_size=4, nbest=4, max_len_b=8),
+    )
     scores = [h.score for h in hyps]
     assert scores == sorted(scores, reverse=True) and len(hyps) == 4
     assert len({tuple(h.tokens) for h in hyps}) == 4
@@ -156,7 +164,9 @@ def test_sampling_is_seeded_and_top_k_one_is_greedy():
     a = sample_search(model, src, DecodeConfig(strategy="sample", seed=1, max_len_b=8))
     b = sample_search(model, src, DecodeConfig(strategy="sample", seed=1, max_len_b=8))
     assert [h[0].tokens for h in a] == [h[0].tokens for h in b]
-    top1 = sample_search(model, src, DecodeConfig(strategy="sample", top_k=1, max_len_b=8))
+    top1 = sample_search(
+        model, src, DecodeConfig(strategy="sample", top_k=1, max_len_b=8)
+    )
     greedy = greedy_search(model, src, DecodeConfig(strategy="greedy", max_len_b=8))
     assert [h[0].tokens for h in top1] == [h[0].tokens for h in greedy]
 
@@ -171,7 +181,9 @@ def test_sampling_filters():
 
 
 def test_bad_decoding_options_are_refused():
-    with pytest.raises(TransformerMTError, match="nbest=5 must be between 1 and beam_size"):
+    with pytest.raises(
+        TransformerMTError, match="nbest=5 must be between 1 and beam_size"
+    ):
         DecodeConfig(beam_size=4, nbest=5)
     with pytest.raises(TransformerMTError, match="strategy='viterbi'"):
         DecodeConfig(strategy="viterbi")

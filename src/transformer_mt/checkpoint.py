@@ -70,7 +70,9 @@ def optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict, list]:
     return tensors, state["param_groups"]
 
 
-def restore_optimizer(optimizer: torch.optim.Optimizer, tensors: dict, groups: list) -> None:
+def restore_optimizer(
+    optimizer: torch.optim.Optimizer, tensors: dict, groups: list
+) -> None:
     state: dict = {}
     for name, value in tensors.items():
         if name.startswith("state."):
@@ -96,7 +98,9 @@ def save(
     shutil.rmtree(tmp, ignore_errors=True)
     try:
         tmp.mkdir(parents=True)
-        weights = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+        weights = {
+            k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()
+        }
         save_file(weights, tmp / "model.safetensors")
         vocab.save(tmp / "spm.model")
         config = {
@@ -232,7 +236,9 @@ def load(path: str | Path) -> Checkpoint:
         model_config = ModelConfig.from_dict(config["model"])
         weights = load_file(directory / "model.safetensors")
     except (KeyError, SafetensorError) as exc:
-        raise TransformerMTError(f"{directory}: unreadable checkpoint ({exc})") from None
+        raise TransformerMTError(
+            f"{directory}: unreadable checkpoint ({exc})"
+        ) from None
     if model_config.vocab_size != len(vocab):
         raise TransformerMTError(
             f"{directory}: model vocab_size {model_config.vocab_size} != "

@@ -29,12 +29,20 @@ def add_fields(parser: argparse.ArgumentParser, cls, skip=(), optional=False) ->
         help_text = f.metadata.get("help", "")
         kind = f.type if isinstance(f.type, type) else eval(f.type)  # noqa: S307
         if kind is bool:
-            group.add_argument(flag, action=argparse.BooleanOptionalAction,
-                               default=None if optional else f.default, help=help_text)
+            group.add_argument(
+                flag,
+                action=argparse.BooleanOptionalAction,
+                default=None if optional else f.default,
+                help=help_text,
+            )
         else:
             default = None if optional else f.default
-            group.add_argument(flag, type=kind, default=default,
-                               help=f"{help_text} (default: {f.default})")
+            group.add_argument(
+                flag,
+                type=kind,
+                default=default,
+                help=f"{help_text} (default: {f.default})",
+            )
 
 
 def pick_fields(args: argparse.Namespace, cls, skip=()) -> dict:
@@ -60,7 +68,9 @@ def cmd_prepare(args) -> None:
         raise TransformerMTError(f"unknown dataset {args.dataset!r}; known: multi30k")
     else:
         if not (args.train_src and args.train_tgt):
-            raise TransformerMTError("give --train-src and --train-tgt, or --dataset multi30k")
+            raise TransformerMTError(
+                "give --train-src and --train-tgt, or --dataset multi30k"
+            )
         splits = [SplitFiles("train", Path(args.train_src), Path(args.train_tgt))]
         for name in ("valid", "test"):
             src, tgt = getattr(args, f"{name}_src"), getattr(args, f"{name}_tgt")
@@ -75,7 +85,9 @@ def cmd_prepare(args) -> None:
 def model_config_from(args):
     from .model import ModelConfig, preset
 
-    return preset(args.preset, **pick_fields(args, ModelConfig, skip=("vocab_size", "pad_id")))
+    return preset(
+        args.preset, **pick_fields(args, ModelConfig, skip=("vocab_size", "pad_id"))
+    )
 
 
 def cmd_train(args) -> None:
@@ -84,9 +96,13 @@ def cmd_train(args) -> None:
     from .train.trainer import train
 
     config = TrainConfig(**pick_fields(args, TrainConfig))
-    summary = train(config, model_config_from(args), args.data, args.save_dir, args.resume)
+    summary = train(
+        config, model_config_from(args), args.data, args.save_dir, args.resume
+    )
     if summary.get("stop_reason", "").startswith("interrupted"):
-        log.warning("interrupted: checkpoint saved in %s; continue with --resume", args.save_dir)
+        log.warning(
+            "interrupted: checkpoint saved in %s; continue with --resume", args.save_dir
+        )
     print(json.dumps(summary))
 
 
@@ -98,7 +114,9 @@ def cmd_average(args) -> None:
     elif args.run:
         out = average_last(args.run, args.last, args.out)
     else:
-        raise TransformerMTError("give --run DIR (with --last N) or --checkpoints A B ...")
+        raise TransformerMTError(
+            "give --run DIR (with --last N) or --checkpoints A B ..."
+        )
     print(out)
 
 
@@ -119,7 +137,9 @@ def load_translator(args):
     if args.threads:
         torch.set_num_threads(args.threads)
     options = pick_fields(args, DecodeConfig)
-    return Translator.load(args.checkpoint, device=str(pick_device(args.device)), **options)
+    return Translator.load(
+        args.checkpoint, device=str(pick_device(args.device)), **options
+    )
 
 
 def cmd_translate(args) -> None:
@@ -151,13 +171,18 @@ def cmd_evaluate(args) -> None:
         hyps, refs = read_lines(args.hyp), read_lines(args.ref)
     elif args.checkpoint and args.data:
         data = Path(args.data)
-        src_path, ref_path = data / f"{args.split}.src.txt", data / f"{args.split}.tgt.txt"
+        src_path, ref_path = (
+            data / f"{args.split}.src.txt",
+            data / f"{args.split}.tgt.txt",
+        )
         if not src_path.exists():
             raise TransformerMTError(f"{data}: split {args.split!r} was not prepared")
         translator = load_translator(args)
         hyps, refs = translator.translate(read_lines(src_path)), read_lines(ref_path)
         if args.output:
-            Path(args.output).write_text("".join(h + "\n" for h in hyps), encoding="utf-8")
+            Path(args.output).write_text(
+                "".join(h + "\n" for h in hyps), encoding="utf-8"
+            )
     else:
         raise TransformerMTError("give --hyp and --ref, or --checkpoint and --data")
     result = score(hyps, refs, lowercase=args.lowercase)
@@ -177,7 +202,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="transformer-mt",
         description="Train, run and score Transformer translation models.",
     )
-    parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
+    parser.add_argument(
+        "-q", "--quiet", action="store_true", help="only warnings and errors"
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("prepare", help="check text, train the subword model, encode")
@@ -196,8 +223,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train a model on a prepared directory")
     p.add_argument("--data", required=True, help="prepared data directory")
     p.add_argument("--save-dir", required=True, help="run directory for checkpoints")
-    p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint")
-    p.add_argument("--preset", default="small", choices=list(PRESETS), help="model size")
+    p.add_argument(
+        "--resume", action="store_true", help="continue from the latest checkpoint"
+    )
+    p.add_argument(
+        "--preset", default="small", choices=list(PRESETS), help="model size"
+    )
     add_fields(p, ModelConfig, skip=("vocab_size", "pad_id"), optional=True)
     add_fields(p, TrainConfig)
     p.set_defaults(func=cmd_train)
@@ -214,10 +245,15 @@ def build_parser() -> argparse.ArgumentParser:
         ("evaluate", cmd_evaluate, "sacreBLEU BLEU and chrF of a model or a file"),
     ):
         p = sub.add_parser(name, help=helptext)
-        p.add_argument("--checkpoint", required=name == "translate",
-                       help="checkpoint or run directory")
+        p.add_argument(
+            "--checkpoint",
+            required=name == "translate",
+            help="checkpoint or run directory",
+        )
         p.add_argument("--device", default="cpu", help="cpu, cuda, auto")
-        p.add_argument("--threads", type=int, default=0, help="CPU threads (0: default)")
+        p.add_argument(
+            "--threads", type=int, default=0, help="CPU threads (0: default)"
+        )
         p.add_argument("--output", help="write translations here (default stdout)")
         add_fields(p, DecodeConfig)
         if name == "translate":
@@ -225,9 +261,15 @@ def build_parser() -> argparse.ArgumentParser:
         else:
             p.add_argument("--hyp", help="file of translations to score")
             p.add_argument("--ref", help="file of references")
-            p.add_argument("--data", help="prepared directory: translate and score a split")
-            p.add_argument("--split", default="test", help="split to score (default test)")
-            p.add_argument("--lowercase", action="store_true", help="case-insensitive BLEU")
+            p.add_argument(
+                "--data", help="prepared directory: translate and score a split"
+            )
+            p.add_argument(
+                "--split", default="test", help="split to score (default test)"
+            )
+            p.add_argument(
+                "--lowercase", action="store_true", help="case-insensitive BLEU"
+            )
         p.set_defaults(func=func)
     return parser
 

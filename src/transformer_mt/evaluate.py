@@ -9,7 +9,9 @@ import sacrebleu
 from .errors import TransformerMTError
 
 
-def score(hypotheses: Sequence[str], references: Sequence[str], lowercase: bool = False) -> dict:
+def score(
+    hypotheses: Sequence[str], references: Sequence[str], lowercase: bool = False
+) -> dict:
     """Corpus BLEU (13a tokenization, cased unless ``lowercase``) and chrF."""
     if len(hypotheses) != len(references):
         raise TransformerMTError(

@@ -19,13 +19,21 @@ class Progress:
     """Report ``update(step, fields)``: a bar on a terminal, else one log line
     every ``every`` steps."""
 
-    def __init__(self, logger: logging.Logger, total: int | None, every: int, initial: int = 0,
-                 enabled: bool = True) -> None:
+    def __init__(
+        self,
+        logger: logging.Logger,
+        total: int | None,
+        every: int,
+        initial: int = 0,
+        enabled: bool = True,
+    ) -> None:
         self.logger = logger
         self.every = max(every, 1)
         self.bar = None
         if enabled and sys.stderr.isatty():
-            self.bar = tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True)
+            self.bar = tqdm(
+                total=total, initial=initial, unit="step", dynamic_ncols=True
+            )
 
     def update(self, step: int, fields: dict) -> None:
         text = " | ".join(f"{k} {v}" for k, v in fields.items())

@@ -36,8 +36,16 @@ class Vocabulary:
             raise TransformerMTError(
                 f"{source}: not a SentencePiece model ({exc})"
             ) from None
-        if (self._sp.pad_id(), self._sp.unk_id(), self._sp.bos_id(), self._sp.eos_id()) != (
-            PAD_ID, UNK_ID, BOS_ID, EOS_ID,
+        if (
+            self._sp.pad_id(),
+            self._sp.unk_id(),
+            self._sp.bos_id(),
+            self._sp.eos_id(),
+        ) != (
+            PAD_ID,
+            UNK_ID,
+            BOS_ID,
+            EOS_ID,
         ):
             raise TransformerMTError(
                 f"{source}: SentencePiece model must use pad=0 unk=1 bos=2 eos=3"
@@ -49,7 +57,9 @@ class Vocabulary:
         try:
             return cls(path.read_bytes(), source=str(path))
         except OSError as exc:
-            raise TransformerMTError(f"cannot read vocabulary {path}: {exc.strerror}") from None
+            raise TransformerMTError(
+                f"cannot read vocabulary {path}: {exc.strerror}"
+            ) from None
 
     @classmethod
     def train(
@@ -67,7 +77,9 @@ class Vocabulary:
         ones (tests, toy tasks) have no room for them.
         """
         if model_type not in ("unigram", "bpe"):
-            raise TransformerMTError(f"vocab model type {model_type!r}: use unigram or bpe")
+            raise TransformerMTError(
+                f"vocab model type {model_type!r}: use unigram or bpe"
+            )
         buffer = io.BytesIO()
         try:
             spm.SentencePieceTrainer.train(
@@ -76,7 +88,10 @@ class Vocabulary:
                 vocab_size=size,
                 model_type=model_type,
                 character_coverage=character_coverage,
-                pad_id=PAD_ID, unk_id=UNK_ID, bos_id=BOS_ID, eos_id=EOS_ID,
+                pad_id=PAD_ID,
+                unk_id=UNK_ID,
+                bos_id=BOS_ID,
+                eos_id=EOS_ID,
                 byte_fallback=size >= 1000,
                 input_sentence_size=max_sentences,
                 shuffle_input_sentence=True,
@@ -84,7 +99,9 @@ class Vocabulary:
                 minloglevel=2,
             )
         except RuntimeError as exc:
-            raise TransformerMTError(f"training the subword vocabulary failed: {exc}") from None
+            raise TransformerMTError(
+                f"training the subword vocabulary failed: {exc}"
+            ) from None
         return cls(buffer.getvalue())
 
     def save(self, path: str | Path) -> None:

@@ -72,7 +72,10 @@ def download(name: str, cache: Path, base_url: str) -> Path:
     url = base_url + name
     log.info("downloading %s", url)
     try:
-        with urllib.request.urlopen(url, timeout=60) as response, open(partial, "wb") as out:
+        with (
+            urllib.request.urlopen(url, timeout=60) as response,
+            open(partial, "wb") as out,
+        ):
             while block := response.read(1 << 20):
                 out.write(block)
     except (urllib.error.URLError, OSError) as exc:
@@ -107,7 +110,9 @@ def locate(
             paths = tuple(Path(data_dir) / n for n in pair)
             for path in paths:
                 if not path.exists():
-                    raise TransformerMTError(f"{path}: missing from the multi30k directory")
+                    raise TransformerMTError(
+                        f"{path}: missing from the multi30k directory"
+                    )
                 if sha256_of(path) != SHA256[path.name]:
                     raise TransformerMTError(
                         f"{path}: checksum does not match the published multi30k file"

@@ -35,20 +35,28 @@ SIDES = ("src", "tgt")
 class DataConfig:
     """How raw parallel text becomes training data."""
 
-    vocab_size: int = field(default=8000, metadata={"help": "joint subword vocabulary size"})
+    vocab_size: int = field(
+        default=8000, metadata={"help": "joint subword vocabulary size"}
+    )
     vocab_type: str = field(default="unigram", metadata={"help": "unigram or bpe"})
     max_len: int = field(
-        default=250, metadata={"help": "drop training pairs with a side longer (subwords)"}
+        default=250,
+        metadata={"help": "drop training pairs with a side longer (subwords)"},
     )
     max_ratio: float = field(
-        default=2.5, metadata={"help": "drop training pairs whose length ratio is larger"}
+        default=2.5,
+        metadata={"help": "drop training pairs whose length ratio is larger"},
     )
 
     def __post_init__(self) -> None:
         if self.vocab_size < 16:
-            raise TransformerMTError(f"vocab_size={self.vocab_size} must be at least 16")
+            raise TransformerMTError(
+                f"vocab_size={self.vocab_size} must be at least 16"
+            )
         if self.vocab_type not in ("unigram", "bpe"):
-            raise TransformerMTError(f"vocab_type={self.vocab_type!r}: use unigram or bpe")
+            raise TransformerMTError(
+                f"vocab_type={self.vocab_type!r}: use unigram or bpe"
+            )
         if self.max_len < 1 or self.max_ratio < 1.0:
             raise TransformerMTError("max_len must be >= 1 and max_ratio >= 1.0")
 
@@ -66,13 +74,17 @@ def write_split(out: Path, name: str, src_ids: list, tgt_ids: list, dtype) -> No
         offsets = np.zeros(len(ids) + 1, dtype=np.int64)
         np.cumsum(lengths, out=offsets[1:])
         flat = np.fromiter(
-            (t for sentence in ids for t in sentence), dtype=dtype, count=int(offsets[-1])
+            (t for sentence in ids for t in sentence),
+            dtype=dtype,
+            count=int(offsets[-1]),
         )
         np.save(out / f"{name}.{side}.tokens.npy", flat)
         np.save(out / f"{name}.{side}.offsets.npy", offsets)
 
 
-def length_filter(src_ids: list, tgt_ids: list, config: DataConfig) -> tuple[list, dict]:
+def length_filter(
+    src_ids: list, tgt_ids: list, config: DataConfig
+) -> tuple[list, dict]:
     """Indices of training pairs to keep, and how many each filter dropped."""
     keep, dropped = [], {"empty": 0, "length": 0, "ratio": 0}
     for i, (s, t) in enumerate(zip(src_ids, tgt_ids)):
@@ -106,9 +118,15 @@ def prepare(
 
     texts = {s.name: read_parallel(s.src, s.tgt) for s in splits}
     train_src, train_tgt = texts["train"]
-    log.info("training a %d-piece %s vocabulary on %d pairs", config.vocab_size,
-             config.vocab_type, len(train_src))
-    vocab = Vocabulary.train(train_src + train_tgt, config.vocab_size, config.vocab_type)
+    log.info(
+        "training a %d-piece %s vocabulary on %d pairs",
+        config.vocab_size,
+        config.vocab_type,
+        len(train_src),
+    )
+    vocab = Vocabulary.train(
+        train_src + train_tgt, config.vocab_size, config.vocab_type
+    )
     vocab.save(out / "spm.model")
     dtype = np.uint16 if len(vocab) <= np.iinfo(np.uint16).max else np.int32
 
@@ -124,16 +142,27 @@ def prepare(
     for split in splits:
         src_text, tgt_text = texts[split.name]
         src_ids, tgt_ids = vocab.encode_batch(src_text), vocab.encode_batch(tgt_text)
-        info = {"src_file": str(split.src), "tgt_file": str(split.tgt), "lines": len(src_ids)}
+        info = {
+            "src_file": str(split.src),
+            "tgt_file": str(split.tgt),
+            "lines": len(src_ids),
+        }
         if split.name == "train":
             keep, dropped = length_filter(src_ids, tgt_ids, config)
             src_ids = [src_ids[i] for i in keep]
             tgt_ids = [tgt_ids[i] for i in keep]
             info["dropped"] = dropped
-            log.info("train: kept %d of %d pairs; dropped %d empty, %d too long "
-                     "(> %d subwords), %d with length ratio > %g", len(keep),
-                     info["lines"], dropped["empty"], dropped["length"], config.max_len,
-                     dropped["ratio"], config.max_ratio)
+            log.info(
+                "train: kept %d of %d pairs; dropped %d empty, %d too long "
+                "(> %d subwords), %d with length ratio > %g",
+                len(keep),
+                info["lines"],
+                dropped["empty"],
+                dropped["length"],
+                config.max_len,
+                dropped["ratio"],
+                config.max_ratio,
+            )
         else:
             for side, lines in zip(SIDES, (src_text, tgt_text)):
                 (out / f"{split.name}.{side}.txt").write_text(

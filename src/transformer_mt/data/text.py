@@ -35,7 +35,9 @@ def read_lines(path: str | Path) -> list[str]:
     except FileNotFoundError:
         raise TransformerMTError(f"{path}: no such file") from None
     except IsADirectoryError:
-        raise TransformerMTError(f"{path}: is a directory, expected a text file") from None
+        raise TransformerMTError(
+            f"{path}: is a directory, expected a text file"
+        ) from None
     except PermissionError:
         raise TransformerMTError(f"{path}: permission denied") from None
     except (gzip.BadGzipFile, EOFError) as exc:

@@ -21,9 +21,7 @@ from ..vocab import BOS_ID, EOS_ID, PAD_ID
 class DecodeConfig:
     """How to search; defaults are the paper's (section 6.1)."""
 
-    strategy: str = field(
-        default="beam", metadata={"help": "beam, greedy or sample"}
-    )
+    strategy: str = field(default="beam", metadata={"help": "beam, greedy or sample"})
     beam_size: int = field(default=4, metadata={"help": "beam width K"})
     length_penalty: float = field(
         default=0.6, metadata={"help": "alpha of the GNMT length penalty"}
@@ -78,7 +76,9 @@ def max_lengths(src: torch.Tensor, config: DecodeConfig) -> torch.Tensor:
     return (config.max_len_a * src_len).long() + config.max_len_b
 
 
-def _log_probs(model, tokens: torch.Tensor, state, at_limit: torch.Tensor) -> torch.Tensor:
+def _log_probs(
+    model, tokens: torch.Tensor, state, at_limit: torch.Tensor
+) -> torch.Tensor:
     """Next-token log-probabilities (N, V); rows at their length limit may only
     end the sentence; PAD and BOS are never produced."""
     logits, _ = model.decode_step(tokens, state)  # (N, V)
@@ -131,7 +131,9 @@ def _one_per_step(model, src: torch.Tensor, config: DecodeConfig, pick) -> list:
     generator = torch.Generator(device=src.device).manual_seed(config.seed)
     alive = torch.arange(B, device=src.device)  # sentence of each row
     last = torch.full((B, 1), BOS_ID, dtype=torch.long, device=src.device)
-    outputs = torch.full((B, int(limits.max())), EOS_ID, dtype=torch.long, device=src.device)
+    outputs = torch.full(
+        (B, int(limits.max())), EOS_ID, dtype=torch.long, device=src.device
+    )
     scores = torch.zeros(B, device=src.device)
     for step in range(int(limits.max())):
         log_probs = _log_probs(model, last, state, step + 1 >= limits[alive])
@@ -178,7 +180,9 @@ def beam_search(model, src: torch.Tensor, config: DecodeConfig) -> list:
     limits = max_lengths(src, config)  # (B,)
     memory, src_attend, _ = model.encode(src)  # (B, S, D)
     expand = torch.arange(B, device=device).repeat_interleave(K)  # (B*K,)
-    state = model.start_decoding(memory.index_select(0, expand), src_attend.index_select(0, expand))
+    state = model.start_decoding(
+        memory.index_select(0, expand), src_attend.index_select(0, expand)
+    )
     alive = torch.arange(B, device=device)
     history = torch.full((B * K, 1), BOS_ID, dtype=torch.long, device=device)
     scores = torch.full((B, K), float("-inf"), device=device)
@@ -188,7 +192,9 @@ def beam_search(model, src: torch.Tensor, config: DecodeConfig) -> list:
     for step in range(int(limits.max())):
         N = alive.numel()
         at_limit = step + 1 >= limits[alive]  # (N,)
-        log_probs = _log_probs(model, history[:, -1:], state, at_limit.repeat_interleave(K))
+        log_probs = _log_probs(
+            model, history[:, -1:], state, at_limit.repeat_interleave(K)
+        )
         V = log_probs.size(-1)
         candidates = (scores.unsqueeze(-1) + log_probs.view(N, K, V)).view(N, K * V)
         top_scores, top_index = candidates.topk(min(2 * K, K * V), dim=1)  # (N, 2K)
@@ -200,10 +206,14 @@ def beam_search(model, src: torch.Tensor, config: DecodeConfig) -> list:
             sentence = finished[alive[row]]
             if len(sentence) < K:
                 tokens = history[row * K + top_beam[row, col], 1:].tolist()
-                sentence.append(Hypothesis(tokens, top_scores[row, col].item() / penalty))
+                sentence.append(
+                    Hypothesis(tokens, top_scores[row, col].item() / penalty)
+                )
 
         next_scores, pick = top_scores.masked_fill(ends, float("-inf")).topk(K, dim=1)
-        next_rows = torch.arange(N, device=device)[:, None] * K + top_beam.gather(1, pick)
+        next_rows = torch.arange(N, device=device)[:, None] * K + top_beam.gather(
+            1, pick
+        )
         next_words = top_word.gather(1, pick)  # (N, K)
         done = at_limit | torch.tensor(
             [len(finished[b]) >= K for b in alive.tolist()], device=device
@@ -212,7 +222,9 @@ def beam_search(model, src: torch.Tensor, config: DecodeConfig) -> list:
         if keep.numel() == 0:
             break
         rows = next_rows[keep].view(-1)  # (N'*K,)
-        history = torch.cat([history.index_select(0, rows), next_words[keep].view(-1, 1)], 1)
+        history = torch.cat(
+            [history.index_select(0, rows), next_words[keep].view(-1, 1)], 1
+        )
         scores = next_scores[keep]
         state.reorder(rows)
         alive = alive[keep]

@@ -1,7 +1,7 @@
 """Text in, text out: the Python API behind `translate`, `evaluate` and `serve`.
 
-    from transformer_mt import Translator
-    print(Translator.load("runs/demo").translate(["Ein Hund läuft."]))
+from transformer_mt import Translator
+print(Translator.load("runs/demo").translate(["Ein Hund läuft."]))
 """
 
 from __future__ import annotations
@@ -44,7 +44,9 @@ class Translator:
     def load(cls, path: str | Path, device: str = "cpu", **options) -> Translator:
         """Load a checkpoint (or a run directory) with decoding ``options``."""
         ckpt = checkpoint.load(path)
-        return cls(ckpt.build_model(device), ckpt.vocab, DecodeConfig(**options), device)
+        return cls(
+            ckpt.build_model(device), ckpt.vocab, DecodeConfig(**options), device
+        )
 
     def encode(self, texts: Sequence[str]) -> list[list[int]]:
         """Subword ids per text, truncated (with a warning) to what the model takes."""
@@ -53,7 +55,9 @@ class Translator:
             if len(sentence) > self.max_source_tokens:
                 log.warning(
                     "input %d has %d subwords; truncated to the model's limit of %d",
-                    i + 1, len(sentence), self.max_source_tokens,
+                    i + 1,
+                    len(sentence),
+                    self.max_source_tokens,
                 )
                 ids[i] = sentence[: self.max_source_tokens]
         return ids
@@ -79,7 +83,9 @@ class Translator:
         An empty input gets one empty hypothesis without running the model."""
         config = dataclasses.replace(self.config, **options) if options else self.config
         if isinstance(texts, str):
-            raise TransformerMTError("translate() takes a list of strings, not a string")
+            raise TransformerMTError(
+                "translate() takes a list of strings, not a string"
+            )
         ids = self.encode(texts)
         results: list[list[Hypothesis]] = [[Hypothesis([], 0.0)] for _ in ids]
         for batch in self._batches(ids, config):
@@ -90,9 +96,13 @@ class Translator:
 
     def translate(self, texts: Sequence[str], **options) -> list[str]:
         """Translate a list of sentences; returns one detokenized string each."""
-        return [self.vocab.decode(h[0].tokens) for h in self.hypotheses(texts, **options)]
+        return [
+            self.vocab.decode(h[0].tokens) for h in self.hypotheses(texts, **options)
+        ]
 
-    def translate_nbest(self, texts: Sequence[str], **options) -> list[list[tuple[str, float]]]:
+    def translate_nbest(
+        self, texts: Sequence[str], **options
+    ) -> list[list[tuple[str, float]]]:
         """Per input, (translation, score) pairs best first."""
         return [
             [(self.vocab.decode(h.tokens), h.score) for h in hyps]

@@ -62,7 +62,11 @@ class MultiHeadAttention(nn.Module):
             )
         else:
             context = F.scaled_dot_product_attention(
-                q, keys, values, attn_mask=attend_mask, dropout_p=dropout,
+                q,
+                keys,
+                values,
+                attn_mask=attend_mask,
+                dropout_p=dropout,
                 is_causal=is_causal,
             )  # (B, H, T, D/H)
             weights = None

@@ -1,4 +1,5 @@
-"""Token embeddings scaled by sqrt(d_model) and positional encodings (section 3.4-3.5)."""
+"""Token embeddings scaled by sqrt(d_model) and positional encodings
+(sections 3.4 and 3.5)."""
 
 from __future__ import annotations
 
@@ -30,7 +31,8 @@ def sinusoid_table(max_positions: int, d_model: int) -> torch.Tensor:
     """PE(pos, 2i) = sin(pos / 10000^(2i/d)), PE(pos, 2i+1) = cos(...): (P, D)."""
     position = torch.arange(max_positions, dtype=torch.float64).unsqueeze(1)
     inv_freq = torch.exp(
-        torch.arange(0, d_model, 2, dtype=torch.float64) * (-math.log(10000.0) / d_model)
+        torch.arange(0, d_model, 2, dtype=torch.float64)
+        * (-math.log(10000.0) / d_model)
     )
     table = torch.zeros(max_positions, d_model, dtype=torch.float64)
     table[:, 0::2] = torch.sin(position * inv_freq)

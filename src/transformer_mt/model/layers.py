@@ -56,7 +56,9 @@ class EncoderLayer(nn.Module):
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         d = config.d_model
-        self.self_attention = MultiHeadAttention(d, config.heads, config.attention_dropout)
+        self.self_attention = MultiHeadAttention(
+            d, config.heads, config.attention_dropout
+        )
         self.feed_forward = FeedForward(d, config.d_ff, config.ff_dropout)
         self.attention_residual = Residual(d, config.dropout, config.norm)
         self.feed_forward_residual = Residual(d, config.dropout, config.norm)
@@ -114,10 +116,14 @@ class DecoderLayer(nn.Module):
 
         def cross_attend(h):
             keys, values = cross_kv
-            return self.cross_attention(h, keys, values, src_attend, False, need_weights)
+            return self.cross_attention(
+                h, keys, values, src_attend, False, need_weights
+            )
 
         x, self_weights = self.self_residual(x, self_attend)
         x, cross_weights = self.cross_residual(x, cross_attend)
         x, _ = self.feed_forward_residual(x, lambda h: (self.feed_forward(h), None))
-        weights = {"self": self_weights, "cross": cross_weights} if need_weights else None
+        weights = (
+            {"self": self_weights, "cross": cross_weights} if need_weights else None
+        )
         return x, weights

@@ -50,8 +50,10 @@ class Transformer(nn.Module):
         self.config = config
         d = config.d_model
         self.embedding = ScaledEmbedding(config.vocab_size, d, config.pad_id)
-        positions = SinusoidalPositions if config.positions == "sinusoidal" else (
-            LearnedPositions
+        positions = (
+            SinusoidalPositions
+            if config.positions == "sinusoidal"
+            else (LearnedPositions)
         )
         self.positions = positions(config.max_positions, d)
         self.embed_dropout = nn.Dropout(config.dropout)
@@ -91,7 +93,9 @@ class Transformer(nn.Module):
 
     def cross_keys_values(self, memory: torch.Tensor) -> list:
         """memory (B, S, D) -> per decoder layer (keys, values) each (B, H, S, D/H)"""
-        return [layer.cross_attention.project_kv(memory) for layer in self.decoder_layers]
+        return [
+            layer.cross_attention.project_kv(memory) for layer in self.decoder_layers
+        ]
 
     def decode(
         self,
@@ -122,7 +126,9 @@ class Transformer(nn.Module):
         hidden, _ = self.decode(tgt_in, memory, src_attend)
         return self.project(hidden)
 
-    def start_decoding(self, memory: torch.Tensor, src_attend: torch.Tensor) -> DecoderState:
+    def start_decoding(
+        self, memory: torch.Tensor, src_attend: torch.Tensor
+    ) -> DecoderState:
         """Compute the cross-attention keys/values once for incremental decoding."""
         return DecoderState(self.cross_keys_values(memory), src_attend)
 
@@ -133,7 +139,9 @@ class Transformer(nn.Module):
         and, if ``need_weights``, per-layer weight dicts for this position."""
         x = self.embed(tokens, offset=state.position)  # (B, 1, D)
         weights = []
-        for layer, kv, cache in zip(self.decoder_layers, state.cross_kv, state.self_caches):
+        for layer, kv, cache in zip(
+            self.decoder_layers, state.cross_kv, state.self_caches
+        ):
             x, w = layer(x, kv, state.src_attend, cache, need_weights)
             weights.append(w)
         state.position += 1

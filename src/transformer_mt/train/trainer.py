@@ -52,17 +52,27 @@ def pick_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise TransformerMTError(f"device={name!r} asked for, but no CUDA device is available")
+        raise TransformerMTError(
+            f"device={name!r} asked for, but no CUDA device is available"
+        )
     try:
         return torch.device(name)
     except RuntimeError:
-        raise TransformerMTError(f"device={name!r} is not a device torch knows") from None
+        raise TransformerMTError(
+            f"device={name!r} is not a device torch knows"
+        ) from None
 
 
 class Trainer:
-    def __init__(self, config: TrainConfig, model_config: ModelConfig, data_dir: str | Path,
-                 save_dir: str | Path, resume: bool = False,
-                 dist: DistInfo | None = None) -> None:
+    def __init__(
+        self,
+        config: TrainConfig,
+        model_config: ModelConfig,
+        data_dir: str | Path,
+        save_dir: str | Path,
+        resume: bool = False,
+        dist: DistInfo | None = None,
+    ) -> None:
         self.config = config
         self.data_dir, self.save_dir = Path(data_dir), Path(save_dir)
         self.device = pick_device(config.device)
@@ -73,7 +83,9 @@ class Trainer:
         self.vocab = Vocabulary.load(self.data_dir / "spm.model")
         self.train_data = TokenPairs(self.data_dir, "train")
         self.valid_data = (
-            TokenPairs(self.data_dir, "valid") if "valid" in self.summary["splits"] else None
+            TokenPairs(self.data_dir, "valid")
+            if "valid" in self.summary["splits"]
+            else None
         )
         self.update_freq = self._update_freq()
         self.state = TrainState()
@@ -87,14 +99,18 @@ class Trainer:
     def _update_freq(self) -> int:
         c = self.config
         if c.update_tokens:
-            return max(1, math.ceil(c.update_tokens / (c.max_tokens * self.dist.world_size)))
+            return max(
+                1, math.ceil(c.update_tokens / (c.max_tokens * self.dist.world_size))
+            )
         return c.update_freq
 
     def _setup_model(self, model_config: ModelConfig, resume: bool) -> None:
         torch.manual_seed(self.config.seed)
         found = checkpoint.step_checkpoints(self.save_dir) if resume else []
         if resume and not found:
-            log.info("no checkpoint in %s to resume from; starting fresh", self.save_dir)
+            log.info(
+                "no checkpoint in %s to resume from; starting fresh", self.save_dir
+            )
         if found:
             ckpt = checkpoint.load(found[-1])
             checkpoint.check_vocab(ckpt, self.vocab, f"data directory {self.data_dir}")
@@ -106,7 +122,10 @@ class Trainer:
             self.model = Transformer(model_config).to(self.device)
         c = self.config
         self.optimizer = torch.optim.Adam(
-            self.model.parameters(), lr=0.0, betas=(c.adam_beta1, c.adam_beta2), eps=c.adam_eps
+            self.model.parameters(),
+            lr=0.0,
+            betas=(c.adam_beta1, c.adam_beta2),
+            eps=c.adam_eps,
         )
         if found:
             self._restore(ckpt)
@@ -125,21 +144,34 @@ class Trainer:
         if self.device.type == "cuda" and "rng.cuda" in tensors:
             torch.cuda.set_rng_state(tensors["rng.cuda"], self.device)
         old = saved["config"]
-        changed = [f for f in DATA_ORDER_FIELDS if old.get(f) != getattr(self.config, f)]
+        changed = [
+            f for f in DATA_ORDER_FIELDS if old.get(f) != getattr(self.config, f)
+        ]
         if changed or saved.get("world_size", 1) != self.dist.world_size:
-            log.warning("resuming with changed %s: training continues, but not on "
-                        "exactly the batches of the original run",
-                        ", ".join(changed) or "number of processes")
-        log.info("resumed from %s at step %d (epoch %d)", ckpt.directory, self.state.step,
-                 self.state.epoch)
+            log.warning(
+                "resuming with changed %s: training continues, but not on "
+                "exactly the batches of the original run",
+                ", ".join(changed) or "number of processes",
+            )
+        log.info(
+            "resumed from %s at step %d (epoch %d)",
+            ckpt.directory,
+            self.state.step,
+            self.state.epoch,
+        )
 
     # ---- data -----------------------------------------------------------------
 
     def epoch_batches(self, epoch: int) -> list:
         if self._epoch_cache is None or self._epoch_cache[0] != epoch:
             data = self.train_data
-            batches = token_batches(data.src_lens, data.tgt_lens, self.config.max_tokens,
-                                    self.config.seed, epoch)
+            batches = token_batches(
+                data.src_lens,
+                data.tgt_lens,
+                self.config.max_tokens,
+                self.config.seed,
+                epoch,
+            )
             self._epoch_cache = (epoch, batches)
         return self._epoch_cache[1]
 
@@ -152,7 +184,7 @@ class Trainer:
         start = self.state.epoch_position
         if start + per_update > len(batches):
             return None
-        mine = batches[start + self.dist.rank * self.update_freq:][: self.update_freq]
+        mine = batches[start + self.dist.rank * self.update_freq :][: self.update_freq]
         self.state.epoch_position += per_update
         return [collate(self.train_data, ids).to(self.device) for ids in mine]
 
@@ -163,7 +195,9 @@ class Trainer:
         if precision == "float32":
             return contextlib.nullcontext()
         if precision == "float16" and self.device.type != "cuda":
-            raise TransformerMTError("precision=float16 needs a CUDA device; use bfloat16")
+            raise TransformerMTError(
+                "precision=float16 needs a CUDA device; use bfloat16"
+            )
         dtype = torch.bfloat16 if precision == "bfloat16" else torch.float16
         return torch.autocast(self.device.type, dtype=dtype)
 
@@ -172,8 +206,12 @@ class Trainer:
         summed over tokens and divided by the update's target tokens over all
         processes, so the gradient does not depend on how batches are split."""
         ntokens = all_reduce_sum(sum(b.ntokens for b in group), self.dist)
-        lr = inverse_sqrt_lr(self.state.step + 1, self.model.config.d_model,
-                             self.config.warmup, self.config.lr_scale)
+        lr = inverse_sqrt_lr(
+            self.state.step + 1,
+            self.model.config.d_model,
+            self.config.warmup,
+            self.config.lr_scale,
+        )
         for param_group in self.optimizer.param_groups:
             param_group["lr"] = lr
         self.wrapped.train()
@@ -184,8 +222,12 @@ class Trainer:
             with context:
                 with self.autocast():
                     logits = self.wrapped(batch.src, batch.tgt_in)
-                loss, nll = label_smoothed_loss(logits, batch.tgt_out,
-                                                self.config.label_smoothing, self.vocab.pad_id)
+                loss, nll = label_smoothed_loss(
+                    logits,
+                    batch.tgt_out,
+                    self.config.label_smoothing,
+                    self.vocab.pad_id,
+                )
                 (loss * self.dist.world_size / ntokens).backward()
             sums += torch.stack([loss.detach(), nll.detach()]).double().cpu()
         max_norm = self.config.clip_norm or math.inf
@@ -199,8 +241,13 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         self.state.step += 1
         self.state.tokens_seen += int(ntokens)
-        return {"loss": sums[0].item() / ntokens, "nll": sums[1].item() / ntokens,
-                "lr": lr, "tokens": ntokens, "grad_norm": float(grad_norm)}
+        return {
+            "loss": sums[0].item() / ntokens,
+            "nll": sums[1].item() / ntokens,
+            "lr": lr,
+            "tokens": ntokens,
+            "grad_norm": float(grad_norm),
+        }
 
     # ---- validation -----------------------------------------------------------
 
@@ -211,17 +258,25 @@ class Trainer:
         data, model = self.valid_data, self.model
         model.eval()
         loss_sum = nll_sum = tokens = 0.0
-        for ids in token_batches(data.src_lens, data.tgt_lens, self.config.max_tokens, 0, 0,
-                                 shuffle=False):
+        for ids in token_batches(
+            data.src_lens, data.tgt_lens, self.config.max_tokens, 0, 0, shuffle=False
+        ):
             batch = collate(data, ids).to(self.device)
             with self.autocast():
                 logits = model(batch.src, batch.tgt_in)
-            loss, nll = label_smoothed_loss(logits, batch.tgt_out,
-                                            self.config.label_smoothing, self.vocab.pad_id)
-            loss_sum, nll_sum, tokens = loss_sum + loss.item(), nll_sum + nll.item(), (
-                tokens + batch.ntokens)
-        result = {"valid_loss": loss_sum / tokens, "valid_nll": nll_sum / tokens,
-                  "valid_ppl": math.exp(min(nll_sum / tokens, 50.0))}
+            loss, nll = label_smoothed_loss(
+                logits, batch.tgt_out, self.config.label_smoothing, self.vocab.pad_id
+            )
+            loss_sum, nll_sum, tokens = (
+                loss_sum + loss.item(),
+                nll_sum + nll.item(),
+                (tokens + batch.ntokens),
+            )
+        result = {
+            "valid_loss": loss_sum / tokens,
+            "valid_nll": nll_sum / tokens,
+            "valid_ppl": math.exp(min(nll_sum / tokens, 50.0)),
+        }
         count = min(self.config.valid_bleu_sentences, len(data))
         if count:
             result["valid_bleu"] = self._valid_bleu(count)
@@ -230,14 +285,18 @@ class Trainer:
     def _valid_bleu(self, count: int) -> float:
         from ..data.dataset import source_tensor
 
-        references = (self.data_dir / "valid.tgt.txt").read_text(encoding="utf-8").split("\n")
+        references = (
+            (self.data_dir / "valid.tgt.txt").read_text(encoding="utf-8").split("\n")
+        )
         order = sorted(range(count), key=lambda i: -int(self.valid_data.src_lens[i]))
         outputs = [""] * count
         config = DecodeConfig(strategy="greedy")
         for start in range(0, count, 100):
-            chunk = order[start:start + 100]
+            chunk = order[start : start + 100]
             src = source_tensor([self.valid_data.side("src", i) for i in chunk])
-            for i, hyps in zip(chunk, greedy_search(self.model, src.to(self.device), config)):
+            for i, hyps in zip(
+                chunk, greedy_search(self.model, src.to(self.device), config)
+            ):
                 outputs[i] = self.vocab.decode(hyps[0].tokens)
         return score(outputs, references[:count])["bleu"]
 
@@ -250,14 +309,28 @@ class Trainer:
         tensors["rng.torch"] = torch.get_rng_state()
         if self.device.type == "cuda":
             tensors["rng.cuda"] = torch.cuda.get_rng_state(self.device)
-        meta = {"src_lang": self.summary["src_lang"], "tgt_lang": self.summary["tgt_lang"],
-                "step": self.state.step}
-        training = {"tensors": tensors, "state": {
-            "state": dataclasses.asdict(self.state), "optimizer_groups": groups,
-            "config": dataclasses.asdict(self.config), "world_size": self.dist.world_size,
-            "data_dir": str(self.data_dir)}}
-        path = checkpoint.save(self.save_dir / f"checkpoint_{self.state.step:06d}",
-                               self.model, self.vocab, meta, training)
+        meta = {
+            "src_lang": self.summary["src_lang"],
+            "tgt_lang": self.summary["tgt_lang"],
+            "step": self.state.step,
+        }
+        training = {
+            "tensors": tensors,
+            "state": {
+                "state": dataclasses.asdict(self.state),
+                "optimizer_groups": groups,
+                "config": dataclasses.asdict(self.config),
+                "world_size": self.dist.world_size,
+                "data_dir": str(self.data_dir),
+            },
+        }
+        path = checkpoint.save(
+            self.save_dir / f"checkpoint_{self.state.step:06d}",
+            self.model,
+            self.vocab,
+            meta,
+            training,
+        )
         if best:
             checkpoint.save(self.save_dir / "best", self.model, self.vocab, meta)
         for old in checkpoint.step_checkpoints(self.save_dir)[: -self.config.keep_last]:
@@ -276,7 +349,9 @@ class Trainer:
             return
         lines = self.metrics_path.read_text(encoding="utf-8").splitlines()
         kept = [ln for ln in lines if ln.strip() and _step_of(ln) <= self.state.step]
-        self.metrics_path.write_text("".join(ln + "\n" for ln in kept), encoding="utf-8")
+        self.metrics_path.write_text(
+            "".join(ln + "\n" for ln in kept), encoding="utf-8"
+        )
 
     def validate_and_save(self) -> dict:
         record = {}
@@ -285,11 +360,20 @@ class Trainer:
             best = record["valid_loss"] < self.state.best_valid_loss
             if best:
                 self.state.best_valid_loss = record["valid_loss"]
-            self.write_metrics({"kind": "valid", "step": self.state.step,
-                                "epoch": self.state.epoch, "elapsed": self.state.elapsed,
-                                **record})
-            log.info("validation at step %d: %s", self.state.step,
-                     " | ".join(f"{k} {v:.3f}" for k, v in record.items()))
+            self.write_metrics(
+                {
+                    "kind": "valid",
+                    "step": self.state.step,
+                    "epoch": self.state.epoch,
+                    "elapsed": self.state.elapsed,
+                    **record,
+                }
+            )
+            log.info(
+                "validation at step %d: %s",
+                self.state.step,
+                " | ".join(f"{k} {v:.3f}" for k, v in record.items()),
+            )
             self.save(best=best)
         else:
             self.save()
@@ -325,8 +409,13 @@ class Trainer:
             self.save_dir.mkdir(parents=True, exist_ok=True)
         self.trim_metrics()
         self._log_start()
-        progress = Progress(log, self.config.max_steps or None, self.config.log_every,
-                            self.state.step, enabled=self.dist.is_main)
+        progress = Progress(
+            log,
+            self.config.max_steps or None,
+            self.config.log_every,
+            self.state.step,
+            enabled=self.dist.is_main,
+        )
         window = {"loss": 0.0, "nll": 0.0, "tokens": 0.0, "steps": 0, "time": 0.0}
         last_valid: dict = {}
         previous_handlers = self._catch_signals()
@@ -346,47 +435,87 @@ class Trainer:
                     continue
                 self._bad_in_a_row = 0
                 for key in ("loss", "nll", "tokens"):
-                    window[key] += stats[key] * (stats["tokens"] if key != "tokens" else 1)
+                    window[key] += stats[key] * (
+                        stats["tokens"] if key != "tokens" else 1
+                    )
                 window["steps"] += 1
                 if self.state.step % self.config.log_every == 0:
                     self._report(progress, window, stats)
                     window = dict.fromkeys(window, 0.0)
-                if self.config.valid_every and self.state.step % self.config.valid_every == 0:
+                if (
+                    self.config.valid_every
+                    and self.state.step % self.config.valid_every == 0
+                ):
                     last_valid = self.validate_and_save()
         finally:
             self._restore_signals(previous_handlers)
             progress.close()
-        if not (self.config.valid_every and self.state.step % self.config.valid_every == 0
-                and last_valid):
+        if not (
+            self.config.valid_every
+            and self.state.step % self.config.valid_every == 0
+            and last_valid
+        ):
             last_valid = self.validate_and_save()
-        log.info("stopped: %s (step %d, %s of training)", reason, self.state.step,
-                 format_duration(self.state.elapsed))
-        return {"stop_reason": reason, "step": self.state.step, "epoch": self.state.epoch,
-                "elapsed": self.state.elapsed, "tokens_seen": self.state.tokens_seen,
-                "skipped_updates": self.state.skipped_updates, **last_valid}
+        log.info(
+            "stopped: %s (step %d, %s of training)",
+            reason,
+            self.state.step,
+            format_duration(self.state.elapsed),
+        )
+        return {
+            "stop_reason": reason,
+            "step": self.state.step,
+            "epoch": self.state.epoch,
+            "elapsed": self.state.elapsed,
+            "tokens_seen": self.state.tokens_seen,
+            "skipped_updates": self.state.skipped_updates,
+            **last_valid,
+        }
 
     def _log_start(self) -> None:
         if not self.dist.is_main:
             return
         params = self.model.num_parameters()
-        log.info("model %s, %.2fM parameters | device %s | precision %s | %d process(es)"
-                 " | %d batches/update, max_tokens %d | %d training pairs",
-                 json.dumps({k: v for k, v in self.model.config.to_dict().items()
-                             if k in ("d_model", "d_ff", "heads", "encoder_layers",
-                                      "decoder_layers", "norm")}),
-                 params / 1e6, self.device, self.config.precision, self.dist.world_size,
-                 self.update_freq, self.config.max_tokens, len(self.train_data))
+        log.info(
+            "model %s, %.2fM parameters | device %s | precision %s | %d process(es)"
+            " | %d batches/update, max_tokens %d | %d training pairs",
+            json.dumps(
+                {
+                    k: v
+                    for k, v in self.model.config.to_dict().items()
+                    if k
+                    in (
+                        "d_model",
+                        "d_ff",
+                        "heads",
+                        "encoder_layers",
+                        "decoder_layers",
+                        "norm",
+                    )
+                }
+            ),
+            params / 1e6,
+            self.device,
+            self.config.precision,
+            self.dist.world_size,
+            self.update_freq,
+            self.config.max_tokens,
+            len(self.train_data),
+        )
 
     def _skipped_update(self) -> None:
         self.state.skipped_updates += 1
         self._bad_in_a_row = getattr(self, "_bad_in_a_row", 0) + 1
-        log.warning("non-finite loss or gradient at step %d: update skipped (%d in a row)",
-                    self.state.step + 1, self._bad_in_a_row)
+        log.warning(
+            "non-finite loss or gradient at step %d: update skipped (%d in a row)",
+            self.state.step + 1,
+            self._bad_in_a_row,
+        )
         if self._bad_in_a_row >= self.config.max_bad_steps:
             raise TransformerMTError(
-                f"{self._bad_in_a_row} updates in a row had a non-finite loss or gradient; "
-                f"stopped without saving. Lower lr_scale, raise warmup or set clip_norm; "
-                f"the last good checkpoint in {self.save_dir} is intact"
+                f"{self._bad_in_a_row} updates in a row had a non-finite loss or "
+                "gradient; stopped without saving. Lower lr_scale, raise warmup or "
+                f"set clip_norm; the last good checkpoint in {self.save_dir} is intact"
             )
 
     def _report(self, progress: Progress, window: dict, stats: dict) -> None:
@@ -394,14 +523,27 @@ class Trainer:
         loss, nll = window["loss"] / tokens, window["nll"] / tokens
         speed = window["tokens"] / max(window["time"], 1e-9)
         eta = self.eta(window["time"] / max(window["steps"], 1))
-        record = {"kind": "train", "step": self.state.step, "epoch": self.state.epoch,
-                  "loss": loss, "nll": nll, "ppl": math.exp(min(nll, 50.0)),
-                  "lr": stats["lr"], "tokens_per_s": speed,
-                  "grad_norm": stats["grad_norm"], "elapsed": self.state.elapsed}
+        record = {
+            "kind": "train",
+            "step": self.state.step,
+            "epoch": self.state.epoch,
+            "loss": loss,
+            "nll": nll,
+            "ppl": math.exp(min(nll, 50.0)),
+            "lr": stats["lr"],
+            "tokens_per_s": speed,
+            "grad_norm": stats["grad_norm"],
+            "elapsed": self.state.elapsed,
+        }
         self.write_metrics(record)
-        fields = {"epoch": self.state.epoch, "loss": f"{loss:.3f}",
-                  "ppl": f"{record['ppl']:.2f}", "lr": f"{stats['lr']:.2e}",
-                  "tok/s": f"{speed:,.0f}", "elapsed": format_duration(self.state.elapsed)}
+        fields = {
+            "epoch": self.state.epoch,
+            "loss": f"{loss:.3f}",
+            "ppl": f"{record['ppl']:.2f}",
+            "lr": f"{stats['lr']:.2e}",
+            "tok/s": f"{speed:,.0f}",
+            "elapsed": format_duration(self.state.elapsed),
+        }
         if eta is not None:
             fields["eta"] = format_duration(eta)
         progress.update(self.state.step, fields)
@@ -411,8 +553,10 @@ class Trainer:
             if self.stop_reason:  # a second Ctrl-C stops at once
                 raise KeyboardInterrupt
             self.stop_reason = f"interrupted by {signal.Signals(signum).name}"
-            log.warning("%s: finishing this update, then saving; press again to abort",
-                        self.stop_reason)
+            log.warning(
+                "%s: finishing this update, then saving; press again to abort",
+                self.stop_reason,
+            )
 
         handlers = {}
         with contextlib.suppress(ValueError):  # not the main thread: leave handlers
@@ -433,8 +577,13 @@ def _step_of(line: str) -> int:
         return 1 << 62  # an unreadable (half-written) line is dropped
 
 
-def train(config: TrainConfig, model_config: ModelConfig, data_dir, save_dir,
-          resume: bool = False) -> dict:
+def train(
+    config: TrainConfig,
+    model_config: ModelConfig,
+    data_dir,
+    save_dir,
+    resume: bool = False,
+) -> dict:
     """Train a model on a prepared data directory, under torchrun or alone."""
     dist = init_from_env(pick_device(config.device).type)
     try:
