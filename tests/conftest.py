@@ -39,7 +39,8 @@ def tiny_model(seed: int = 0, **overrides) -> Transformer:
 
 def run_cli(*args, check: bool = True, stdin: bytes | None = None, timeout: int = 300):
     """Run `python -m transformer_mt ARGS` as a real subprocess."""
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "2"}
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env.setdefault("OMP_NUM_THREADS", "2")
     result = subprocess.run(
         [sys.executable, "-m", "transformer_mt", *map(str, args)],
         input=stdin,

@@ -109,8 +109,6 @@ def test_tiny_model_learns_to_reverse_sequences_through_the_cli(reverse_data, tm
         "50",
         "--log-every",
         "100",
-        "--threads",
-        "2",
     )
     sources = (reverse_data / "test.src.txt").read_text().splitlines()
     expected = (reverse_data / "test.tgt.txt").read_text().splitlines()
