@@ -161,3 +161,18 @@ def test_sequence_longer_than_max_positions_is_refused():
     model = tiny_model(max_positions=8)
     with pytest.raises(TransformerMTError, match="exceeds max_positions=8"):
         model(random_tokens(1, 9), random_tokens(1, 3))
+
+
+def test_fused_inference_projection_equals_the_three_projections():
+    model = tiny_model()
+    attention = model.decoder_layers[0].self_attention
+    x = torch.randn(2, 5, 32)
+    separate = attention.project_qkv(x)  # gradients on: three projections
+    with torch.inference_mode():
+        fused = attention.project_qkv(x)
+        with torch.no_grad():
+            attention.q_proj.weight.mul_(2.0)  # an in-place change must be seen
+        changed = attention.project_qkv(x)[0]
+    for a, b in zip(separate, fused):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(changed, 2 * separate[0], atol=1e-5, rtol=1e-5)

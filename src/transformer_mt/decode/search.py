@@ -183,6 +183,7 @@ def beam_search(model, src: torch.Tensor, config: DecodeConfig) -> list:
     state = model.start_decoding(
         memory.index_select(0, expand), src_attend.index_select(0, expand)
     )
+    state.rows_per_source = K
     alive = torch.arange(B, device=device)
     history = torch.full((B * K, 1), BOS_ID, dtype=torch.long, device=device)
     scores = torch.full((B, K), float("-inf"), device=device)

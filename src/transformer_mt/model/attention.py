@@ -28,6 +28,7 @@ class MultiHeadAttention(nn.Module):
         for linear in (self.q_proj, self.k_proj, self.v_proj, self.out_proj):
             nn.init.xavier_uniform_(linear.weight)
             nn.init.zeros_(linear.bias)
+        self._fused_qkv: tuple | None = None  # (key, weight (3D, D), bias (3D,))
 
     def split_heads(self, x: torch.Tensor) -> torch.Tensor:
         """(B, T, D) -> (B, H, T, D/H)"""
@@ -37,6 +38,40 @@ class MultiHeadAttention(nn.Module):
     def project_kv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, S, D) -> keys, values each (B, H, S, D/H)"""
         return self.split_heads(self.k_proj(x)), self.split_heads(self.v_proj(x))
+
+    def project_qkv(
+        self, x: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Self-attention projections: (B, T, D) -> queries, keys, values each
+        (B, H, T, D/H).
+
+        Without gradients (translation) the three projections run as one matrix
+        product: one call instead of three per layer and decoding step.
+        """
+        if torch.is_grad_enabled() or not self._plain_linears():
+            q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
+        else:
+            q, k, v = F.linear(x, *self._fused_weights()).chunk(3, dim=-1)
+        return self.split_heads(q), self.split_heads(k), self.split_heads(v)
+
+    def _plain_linears(self) -> bool:
+        # Quantized copies of the model replace nn.Linear and keep no float weight.
+        return all(
+            type(m) is nn.Linear for m in (self.q_proj, self.k_proj, self.v_proj)
+        )
+
+    def _fused_weights(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The q/k/v weights stacked (3D, D) and biases (3D,), rebuilt whenever a
+        parameter was replaced or changed in place since the last call."""
+        params = [
+            p for m in (self.q_proj, self.k_proj, self.v_proj) for p in m.parameters()
+        ]
+        key = tuple((p.data_ptr(), p._version, p.device, p.dtype) for p in params)
+        if self._fused_qkv is None or self._fused_qkv[0] != key:
+            weight = torch.cat([p for p in params if p.dim() == 2])  # (3D, D)
+            bias = torch.cat([p for p in params if p.dim() == 1])  # (3D,)
+            self._fused_qkv = (key, weight, bias)
+        return self._fused_qkv[1], self._fused_qkv[2]
 
     def forward(
         self,
@@ -53,8 +88,21 @@ class MultiHeadAttention(nn.Module):
         Returns the output (B, T, D) and, if ``need_weights``, the attention
         weights (B, H, T, S).
         """
-        B, T, D = query.shape
         q = self.split_heads(self.q_proj(query))  # (B, H, T, D/H)
+        return self.attend(q, keys, values, attend_mask, is_causal, need_weights)
+
+    def attend(
+        self,
+        q: torch.Tensor,
+        keys: torch.Tensor,
+        values: torch.Tensor,
+        attend_mask: torch.Tensor | None = None,
+        is_causal: bool = False,
+        need_weights: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Like ``forward`` with queries already projected: q (B, H, T, D/H)."""
+        B, H, T, _ = q.shape
+        D = H * self.head_dim
         dropout = self.dropout if self.training else 0.0
         if need_weights:
             context, weights = self._attend_explicit(

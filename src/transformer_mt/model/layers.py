@@ -69,8 +69,10 @@ class EncoderLayer(nn.Module):
         """x (B, S, D), src_attend (B, 1, 1, S) -> (B, S, D), weights (B, H, S, S)"""
 
         def attend(h):
-            keys, values = self.self_attention.project_kv(h)
-            return self.self_attention(h, keys, values, src_attend, False, need_weights)
+            q, keys, values = self.self_attention.project_qkv(h)
+            return self.self_attention.attend(
+                q, keys, values, src_attend, False, need_weights
+            )
 
         x, weights = self.attention_residual(x, attend)
         x, _ = self.feed_forward_residual(x, lambda h: (self.feed_forward(h), None))
@@ -105,14 +107,16 @@ class DecoderLayer(nn.Module):
         """
 
         def self_attend(h):
-            keys, values = self.self_attention.project_kv(h)  # (B, H, T, D/H)
+            q, keys, values = self.self_attention.project_qkv(h)  # (B, H, T, D/H)
             if cache is not None:
                 if "keys" in cache:
                     keys = torch.cat([cache["keys"], keys], dim=2)  # (B, H, T', D/H)
                     values = torch.cat([cache["values"], values], dim=2)
                 cache["keys"], cache["values"] = keys, values
             causal = h.size(1) > 1
-            return self.self_attention(h, keys, values, None, causal, need_weights)
+            return self.self_attention.attend(
+                q, keys, values, None, causal, need_weights
+            )
 
         def cross_attend(h):
             keys, values = cross_kv

@@ -21,18 +21,33 @@ class DecoderState:
         self.src_attend = src_attend  # (B, 1, 1, S)
         self.self_caches: list[dict] = [{} for _ in cross_kv]
         self.position = 0
+        # Rows come in groups of this many copies of one source (beam search sets
+        # it to K): a reorder inside the groups leaves the source side unchanged.
+        self.rows_per_source = 1
 
     def reorder(self, index: torch.Tensor) -> None:
         """Keep rows ``index`` (N,) of every cached tensor, in that order: used by
         beam search to follow surviving hypotheses and to drop finished sentences."""
+        for cache in self.self_caches:
+            for name in list(cache):
+                cache[name] = cache[name].index_select(0, index)
+        if self._same_sources(index):
+            return
         self.cross_kv = [
             (k.index_select(0, index), v.index_select(0, index))
             for k, v in self.cross_kv
         ]
         self.src_attend = self.src_attend.index_select(0, index)
-        for cache in self.self_caches:
-            for name in list(cache):
-                cache[name] = cache[name].index_select(0, index)
+
+    def _same_sources(self, index: torch.Tensor) -> bool:
+        """Whether every new row reads the same source as the old row in its place
+        (beams swapped within their sentence): the cross-attention keys and values,
+        a third or more of the cache, then need no copy."""
+        if index.numel() != self.src_attend.size(0):
+            return False
+        group = self.rows_per_source
+        rows = torch.arange(index.numel(), device=index.device)
+        return bool(torch.equal(index // group, rows // group))
 
 
 class Transformer(nn.Module):
