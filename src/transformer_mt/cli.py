@@ -189,6 +189,18 @@ def cmd_evaluate(args) -> None:
     print(json.dumps(result, indent=2))
 
 
+def cmd_serve(args) -> None:
+    import torch
+
+    from .serve import ServeConfig, run_server
+    from .train.trainer import pick_device
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    config = ServeConfig(**pick_fields(args, ServeConfig))
+    run_server(args.checkpoint, config, device=str(pick_device(args.device)))
+
+
 # ---- parser ---------------------------------------------------------------------
 
 
@@ -196,6 +208,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .data.prepare import DataConfig
     from .decode import DecodeConfig
     from .model import PRESETS, ModelConfig
+    from .serve.config import ServeConfig
     from .train.config import TrainConfig
 
     parser = argparse.ArgumentParser(
@@ -271,6 +284,13 @@ def build_parser() -> argparse.ArgumentParser:
                 "--lowercase", action="store_true", help="case-insensitive BLEU"
             )
         p.set_defaults(func=func)
+
+    p = sub.add_parser("serve", help="HTTP translation API and web page")
+    p.add_argument("--checkpoint", required=True, help="checkpoint or run directory")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, auto")
+    p.add_argument("--threads", type=int, default=0, help="CPU threads (0: default)")
+    add_fields(p, ServeConfig)
+    p.set_defaults(func=cmd_serve)
     return parser
 
 
