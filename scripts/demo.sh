@@ -18,7 +18,7 @@ if [ ! -f "$OUT/data/data.json" ]; then
 fi
 $TMT train --data "$OUT/data" --save-dir "$OUT/model" --resume --preset small \
     --max-time "${MINUTES}m" --max-tokens 2500 --warmup 800 --lr-scale 1.5 \
-    --valid-every 250 --valid-bleu-sentences 300 --log-every 50 --keep-last 3 > /dev/null
+    --valid-every 100 --valid-bleu-sentences 200 --log-every 50 --keep-last 3 > /dev/null
 $TMT average --run "$OUT/model" --last 3 > /dev/null
 echo "== a few test sentences (German -> English) =="
 head -n 5 "$OUT/data/test.src.txt" | $TMT -q translate --checkpoint "$OUT/model/averaged"

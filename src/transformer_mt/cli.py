@@ -201,6 +201,77 @@ def cmd_serve(args) -> None:
     run_server(args.checkpoint, config, device=str(pick_device(args.device)))
 
 
+def cmd_attention(args) -> None:
+    from . import checkpoint
+    from .inspect.attention import attention_maps, plot_attention
+
+    ckpt = checkpoint.load(args.checkpoint)
+    maps = attention_maps(ckpt.build_model(), ckpt.vocab, args.text)
+    print(plot_attention(maps, args.out, args.kind, args.layer, args.head))
+
+
+def cmd_plot(args) -> None:
+    from .inspect.plots import plot_metrics
+
+    print(plot_metrics(args.metrics, args.out, args.x))
+
+
+def cmd_info(args) -> None:
+    from .inspect.info import model_facts
+    from .model import ModelConfig
+
+    overrides = pick_fields(args, ModelConfig, skip=("vocab_size", "pad_id"))
+    if args.checkpoint:
+        if args.preset or overrides or args.vocab_size:
+            raise TransformerMTError(
+                "give --checkpoint alone, or --preset with model flags"
+            )
+        from . import checkpoint
+
+        ckpt = checkpoint.load(args.checkpoint)
+        config, source = ckpt.model_config, str(ckpt.directory)
+    else:
+        args.preset = args.preset or "base"
+        config, source = model_config_from(args), f"preset {args.preset}"
+        if args.vocab_size:
+            config = config.replace(vocab_size=args.vocab_size)
+        source += " (with overrides)" if overrides else ""
+    facts = model_facts(config, args.batch_tokens, args.seq_len, source)
+    print(json.dumps(facts.to_dict(), indent=2) if args.json else facts.table())
+
+
+def cmd_serve(args) -> None:
+    import torch
+
+    from .serve import ServeConfig, run_server
+    from .train.trainer import pick_device
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    config = ServeConfig(**pick_fields(args, ServeConfig))
+    run_server(args.checkpoint, config, device=str(pick_device(args.device)))
+
+
+def cmd_export(args) -> None:
+    from .export import FORMATS
+
+    if args.format == "ctranslate2":
+        from .export.ctranslate2 import export
+
+        out = export(args.checkpoint, args.out, args.quantization)
+    elif args.format == "onnx":
+        from .export.onnx import export
+
+        if args.quantization != "float32":
+            raise TransformerMTError("--quantization applies to ctranslate2 only")
+        out = export(args.checkpoint, args.out)
+    else:
+        raise TransformerMTError(
+            f"unknown format {args.format!r}; choose one of {', '.join(FORMATS)}"
+        )
+    print(out)
+
+
 # ---- parser ---------------------------------------------------------------------
 
 
@@ -284,6 +355,7 @@ def build_parser() -> argparse.ArgumentParser:
                 "--lowercase", action="store_true", help="case-insensitive BLEU"
             )
         p.set_defaults(func=func)
+    add_inspect_parsers(sub)
 
     p = sub.add_parser("serve", help="HTTP translation API and web page")
     p.add_argument("--checkpoint", required=True, help="checkpoint or run directory")
@@ -292,6 +364,43 @@ def build_parser() -> argparse.ArgumentParser:
     add_fields(p, ServeConfig)
     p.set_defaults(func=cmd_serve)
     return parser
+
+
+def add_inspect_parsers(sub) -> None:
+    from .model import PRESETS, ModelConfig
+
+    p = sub.add_parser("attention", help="heat maps of one sentence's attention")
+    p.add_argument("--checkpoint", required=True, help="checkpoint or run directory")
+    p.add_argument("--text", required=True, help="source sentence to translate")
+    p.add_argument("--out", required=True, help="image to write (.png, .pdf, .svg)")
+    p.add_argument("--layer", type=int, help="layer, from 1 (default: the last)")
+    p.add_argument("--head", type=int, help="one head, from 1 (default: all)")
+    p.add_argument(
+        "--kind", default="all", choices=("encoder", "decoder", "cross", "all")
+    )
+    p.set_defaults(func=cmd_attention)
+
+    p = sub.add_parser("plot", help="training curves of one or more runs")
+    p.add_argument("metrics", nargs="+", help="metrics.jsonl files")
+    p.add_argument("--out", required=True, help="image to write (.png, .pdf, .svg)")
+    p.add_argument(
+        "--x", default="step", choices=("step", "time"), help="x axis (default step)"
+    )
+    p.set_defaults(func=cmd_plot)
+
+    p = sub.add_parser("info", help="parameters, FLOPs and memory of a model")
+    p.add_argument("--checkpoint", help="describe this checkpoint instead of a preset")
+    p.add_argument("--preset", choices=list(PRESETS), help="model size (default base)")
+    p.add_argument("--vocab-size", type=int, help="vocabulary (default 8000)")
+    p.add_argument(
+        "--batch-tokens", type=int, default=4096, help="tokens per training batch"
+    )
+    p.add_argument(
+        "--seq-len", type=int, default=30, help="subwords per sentence (attention)"
+    )
+    p.add_argument("--json", action="store_true", help="print JSON instead")
+    add_fields(p, ModelConfig, skip=("vocab_size", "pad_id"), optional=True)
+    p.set_defaults(func=cmd_info)
 
 
 def main(argv: list[str] | None = None) -> int:

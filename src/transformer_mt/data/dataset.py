@@ -80,6 +80,14 @@ class Batch:
     tgt_out: torch.Tensor  # (B, T) target ids + EOS, padded
     ntokens: int  # non-pad target tokens
 
+    def pin_memory(self) -> Batch:
+        return Batch(
+            self.src.pin_memory(),
+            self.tgt_in.pin_memory(),
+            self.tgt_out.pin_memory(),
+            self.ntokens,
+        )
+
     def to(self, device) -> Batch:
         return Batch(
             self.src.to(device, non_blocking=True),

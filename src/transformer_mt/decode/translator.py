@@ -24,6 +24,23 @@ log = logging.getLogger(__name__)
 
 
 class Translator:
+def check_texts(texts: Sequence[str]) -> None:
+    """Refuse non-strings and strings that are not valid Unicode (lone surrogates,
+    which no UTF-8 file can hold but Python strings can), naming the input."""
+    for i, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise TransformerMTError(
+                f"input {i + 1} is a {type(text).__name__}, not a string"
+            )
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise TransformerMTError(
+                f"input {i + 1} is not valid Unicode: lone surrogate at character "
+                f"{exc.start}"
+            ) from None
+
+
     """A model, its vocabulary and decoding options."""
 
     def __init__(
@@ -54,7 +71,8 @@ class Translator:
         for i, sentence in enumerate(ids):
             if len(sentence) > self.max_source_tokens:
                 log.warning(
-                    "input %d has %d subwords; truncated to the model's limit of %d",
+                    "input %d is too long: %d subwords, the model takes %d; only the "
+                    "first %d are translated",
                     i + 1,
                     len(sentence),
                     self.max_source_tokens,
@@ -65,6 +83,7 @@ class Translator:
     def _batches(self, ids: list[list[int]], config: DecodeConfig) -> list[list[int]]:
         """Indices of non-empty inputs, longest first, in batches of at most
         ``batch_tokens`` (source tokens times beam)."""
+                    self.max_source_tokens,
         order = sorted((i for i, s in enumerate(ids) if s), key=lambda i: -len(ids[i]))
         width = config.beam_size if config.strategy == "beam" else 1
         batches, current = [], []
@@ -93,6 +112,7 @@ class Translator:
             for i, hyps in zip(batch, search(self.model, src, config)):
                 results[i] = hyps
         return results
+        check_texts(texts)
 
     def translate(self, texts: Sequence[str], **options) -> list[str]:
         """Translate a list of sentences; returns one detokenized string each."""

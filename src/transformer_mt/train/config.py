@@ -76,6 +76,13 @@ class TrainConfig:
         default="float32", metadata={"help": "float32, bfloat16 or float16 (CUDA)"}
     )
     compile: bool = field(default=False, metadata={"help": "torch.compile the model"})
+    tensorboard: bool = field(
+        default=False,
+        metadata={
+            "help": "also write the metrics to SAVE_DIR/tensorboard "
+            "(pip install 'transformer-mt[tensorboard]')"
+        },
+    )
 
     def __post_init__(self) -> None:
         problems = []

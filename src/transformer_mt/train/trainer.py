@@ -29,6 +29,7 @@ from ..vocab import Vocabulary
 from .config import TrainConfig
 from .loss import label_smoothed_loss
 from .schedule import inverse_sqrt_lr
+from .tensorboard import TensorBoardLog
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +94,11 @@ class Trainer:
         self.stop_reason = ""
         self._setup_model(model_config, resume)
         self.metrics_path = self.save_dir / "metrics.jsonl"
+        self.tensorboard = None
+        if config.tensorboard and self.dist.is_main:
+            self.tensorboard = TensorBoardLog(
+                self.save_dir / "tensorboard", self.state.step
+            )
 
     # ---- set-up ---------------------------------------------------------------
 
@@ -341,6 +347,8 @@ class Trainer:
         if self.dist.is_main:
             with open(self.metrics_path, "a", encoding="utf-8") as handle:
                 handle.write(json.dumps(record) + "\n")
+            if self.tensorboard is not None:
+                self.tensorboard.write(record)
 
     def trim_metrics(self) -> None:
         """Drop records a killed run wrote after the checkpoint we resume from, so
