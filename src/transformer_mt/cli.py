@@ -240,38 +240,6 @@ def cmd_info(args) -> None:
     print(json.dumps(facts.to_dict(), indent=2) if args.json else facts.table())
 
 
-def cmd_serve(args) -> None:
-    import torch
-
-    from .serve import ServeConfig, run_server
-    from .train.trainer import pick_device
-
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    config = ServeConfig(**pick_fields(args, ServeConfig))
-    run_server(args.checkpoint, config, device=str(pick_device(args.device)))
-
-
-def cmd_export(args) -> None:
-    from .export import FORMATS
-
-    if args.format == "ctranslate2":
-        from .export.ctranslate2 import export
-
-        out = export(args.checkpoint, args.out, args.quantization)
-    elif args.format == "onnx":
-        from .export.onnx import export
-
-        if args.quantization != "float32":
-            raise TransformerMTError("--quantization applies to ctranslate2 only")
-        out = export(args.checkpoint, args.out)
-    else:
-        raise TransformerMTError(
-            f"unknown format {args.format!r}; choose one of {', '.join(FORMATS)}"
-        )
-    print(out)
-
-
 # ---- parser ---------------------------------------------------------------------
 
 
