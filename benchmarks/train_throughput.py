@@ -1,0 +1,244 @@
+"""Training throughput of transformer-mt against its peers, side by side in one run.
+
+On the same Multi30k batches (about 4,000 target tokens each, joint vocabulary of
+the prepared directory) it times full training steps (forward, label-smoothed loss,
+backward, Adam) of one architecture implemented three ways:
+
+  ours       transformer_mt.model.Transformer
+  torch_nn   torch.nn.Transformer with the same embeddings, loss and optimizer
+  marian     Hugging Face MarianMTModel of the same sizes, same loss and optimizer
+
+and reports target tokens/s, the ratio of ours to each peer, and model FLOP/s as a
+fraction of a float32 (and bfloat16) matmul ceiling measured in the same run.
+Systems take turns in rounds so machine noise hits all of them alike.
+
+    python benchmarks/train_throughput.py --data runs/demo/data --presets small base
+
+Writes benchmarks/results/train_throughput.json. State the allocator with the
+figures (LD_PRELOAD is recorded).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from transformer_mt.data.dataset import TokenPairs, collate, token_batches
+from transformer_mt.inspect.info import count_parameters, flops_per_token
+from transformer_mt.model import Transformer, preset
+from transformer_mt.model.embeddings import ScaledEmbedding, SinusoidalPositions
+from transformer_mt.train.loss import label_smoothed_loss
+from transformer_mt.vocab import Vocabulary
+
+
+class TorchNNTransformer(nn.Module):
+    """torch.nn.Transformer with our shared scaled embedding and sinusoids."""
+
+    def __init__(self, config) -> None:
+        super().__init__()
+        self.config = config
+        d = config.d_model
+        self.embedding = ScaledEmbedding(config.vocab_size, d, config.pad_id)
+        self.positions = SinusoidalPositions(config.max_positions, d)
+        self.dropout = nn.Dropout(config.dropout)
+        self.core = nn.Transformer(
+            d,
+            config.heads,
+            config.encoder_layers,
+            config.decoder_layers,
+            config.d_ff,
+            config.dropout,
+            batch_first=True,
+        )
+
+    def embed(self, tokens):
+        return self.dropout(self.embedding(tokens) + self.positions(tokens.size(1)))
+
+    def forward(self, src, tgt_in):
+        T = tgt_in.size(1)
+        causal = nn.Transformer.generate_square_subsequent_mask(T)
+        pad = src == self.config.pad_id
+        hidden = self.core(
+            self.embed(src),
+            self.embed(tgt_in),
+            tgt_mask=causal,
+            tgt_is_causal=True,
+            src_key_padding_mask=pad,
+            memory_key_padding_mask=pad,
+        )
+        return hidden @ self.embedding.weight.t()
+
+
+class Marian(nn.Module):
+    def __init__(self, config) -> None:
+        super().__init__()
+        from transformers import MarianConfig, MarianMTModel
+
+        self.config = config
+        self.model = MarianMTModel(
+            MarianConfig(
+                vocab_size=config.vocab_size,
+                d_model=config.d_model,
+                encoder_layers=config.encoder_layers,
+                decoder_layers=config.decoder_layers,
+                encoder_attention_heads=config.heads,
+                decoder_attention_heads=config.heads,
+                encoder_ffn_dim=config.d_ff,
+                decoder_ffn_dim=config.d_ff,
+                activation_function="relu",
+                dropout=config.dropout,
+                attention_dropout=0.0,
+                activation_dropout=0.0,
+                max_position_embeddings=config.max_positions,
+                scale_embedding=True,
+                pad_token_id=0,
+                eos_token_id=3,
+                decoder_start_token_id=2,
+                share_encoder_decoder_embeddings=True,
+                tie_word_embeddings=True,
+            )
+        )
+
+    def forward(self, src, tgt_in):
+        return self.model(
+            input_ids=src, attention_mask=src != 0, decoder_input_ids=tgt_in
+        ).logits
+
+
+SYSTEMS = {"ours": Transformer, "torch_nn": TorchNNTransformer, "marian": Marian}
+
+
+def matmul_ceiling(dtype: torch.dtype, n: int = 2048, repeats: int = 10) -> float:
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    a @ b
+    start = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    return 2 * n**3 * repeats / (time.perf_counter() - start)
+
+
+class Runner:
+    """One system: model, optimizer and the timing it has accumulated."""
+
+    def __init__(self, name, config, precision: str) -> None:
+        torch.manual_seed(0)
+        self.name, self.precision = name, precision
+        self.model = SYSTEMS[name](config).train()
+        self.optimizer = torch.optim.Adam(
+            self.model.parameters(), lr=1e-4, betas=(0.9, 0.98), eps=1e-9
+        )
+        self.seconds = 0.0
+        self.tokens = 0
+
+    def step(self, batch) -> None:
+        autocast = torch.autocast(
+            "cpu", dtype=torch.bfloat16, enabled=self.precision == "bfloat16"
+        )
+        with autocast:
+            logits = self.model(batch.src, batch.tgt_in)
+        loss, _ = label_smoothed_loss(logits, batch.tgt_out, 0.1, 0)
+        (loss / batch.ntokens).backward()
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+
+    def timed(self, batches) -> None:
+        start = time.perf_counter()
+        for batch in batches:
+            self.step(batch)
+        self.seconds += time.perf_counter() - start
+        self.tokens += sum(b.ntokens for b in batches)
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.tokens / self.seconds
+
+
+def measure(preset_name, vocab_size, batches, rounds, per_round, systems) -> dict:
+    config = preset(preset_name, vocab_size=vocab_size)
+    runners = [Runner(name, config, precision) for name, precision in systems]
+    for runner in runners:
+        runner.step(batches[0])  # warm-up: allocator, kernels
+    for r in range(rounds):
+        chunk = batches[r * per_round : (r + 1) * per_round]
+        for runner in runners:
+            runner.timed(chunk)
+    counts = count_parameters(config)
+    non_embedding = counts["total"] - counts["embedding"] - counts["positions"]
+    mean_len = sum(b.tgt_out.size(1) for b in batches) / len(batches)
+    per_token = flops_per_token(config, non_embedding, int(mean_len))["training"]
+    rows = {}
+    for runner in runners:
+        key = runner.name if runner.precision == "float32" else f"{runner.name}_bf16"
+        rows[key] = {
+            "target_tokens_per_s": runner.tokens_per_s,
+            "model_flops_per_s": runner.tokens_per_s * per_token,
+            "steps": runner.tokens and rounds * per_round,
+        }
+    return {"preset": preset_name, "parameters": counts["total"], "systems": rows}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--data", required=True, help="prepared Multi30k directory")
+    parser.add_argument("--presets", nargs="+", default=["small", "base"])
+    parser.add_argument(
+        "--max-tokens",
+        type=int,
+        default=4600,
+        help="padded tokens per batch (about 4,000 target tokens)",
+    )
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--per-round", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--out", default="benchmarks/results/train_throughput.json")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+
+    data = TokenPairs(args.data, "train")
+    vocab = Vocabulary.load(Path(args.data) / "spm.model")
+    order = token_batches(
+        data.src_lens, data.tgt_lens, args.max_tokens, seed=1, epoch=1
+    )
+    batches = [collate(data, ids) for ids in order[: args.rounds * args.per_round]]
+    ceilings = {
+        "float32": matmul_ceiling(torch.float32),
+        "bfloat16": matmul_ceiling(torch.bfloat16),
+    }
+    systems = [
+        ("ours", "float32"),
+        ("torch_nn", "float32"),
+        ("marian", "float32"),
+        ("ours", "bfloat16"),
+    ]
+    results = []
+    for name in args.presets:
+        result = measure(
+            name, len(vocab), batches, args.rounds, args.per_round, systems
+        )
+        ours = result["systems"]["ours"]["target_tokens_per_s"]
+        for key, row in result["systems"].items():
+            ceiling = ceilings["bfloat16" if key.endswith("bf16") else "float32"]
+            row["fraction_of_matmul_ceiling"] = row["model_flops_per_s"] / ceiling
+            row["ours_float32_over_this"] = ours / row["target_tokens_per_s"]
+        results.append(result)
+        print(json.dumps(result, indent=2), flush=True)
+    report = {
+        "threads": args.threads,
+        "allocator": os.environ.get("LD_PRELOAD") or "glibc",
+        "mean_target_tokens_per_batch": sum(b.ntokens for b in batches) / len(batches),
+        "matmul_ceiling_flops_per_s": ceilings,
+        "torch": torch.__version__,
+        "results": results,
+    }
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
