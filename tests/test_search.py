@@ -2,6 +2,7 @@
 equivalences on a random tiny model."""
 
 import math
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -37,6 +38,7 @@ class ScriptedState:
 class ScriptedModel:
     """Next-token probabilities looked up from the prefix generated so far."""
 
+    config = SimpleNamespace(max_positions=1024)
     DEFAULT = {EOS_ID: 1.0}
     TABLE = {
         (): {A: 0.6, B_: 0.4},

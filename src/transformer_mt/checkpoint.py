@@ -37,6 +37,10 @@ log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
 STEP_DIR = re.compile(r"^checkpoint_(\d+)$")
+# Hidden work folders: .NAME.tmp-PID (being written), .NAME.old-PID (being
+# replaced), .NAME.del-PID (being deleted). A killed process leaves them behind.
+WORK_DIR = re.compile(r"^\.(.+)\.(tmp|old|del)-(\d+)$")
+REQUIRED_FILES = ("config.json", "model.safetensors", "spm.model")
 
 
 def _sha256(path: Path) -> str:
@@ -125,35 +129,63 @@ def save(
         os.rename(tmp, final)
         _fsync(final.parent)
         shutil.rmtree(old, ignore_errors=True)
-    except OSError as exc:
+    except (OSError, SafetensorError) as exc:  # safetensors wraps its I/O errors
         shutil.rmtree(tmp, ignore_errors=True)
+        reason = getattr(exc, "strerror", None) or str(exc)
         raise TransformerMTError(
-            f"cannot write checkpoint {final}: {exc.strerror or exc}; earlier "
-            "checkpoints are untouched"
+            f"cannot write checkpoint {final}: {reason}; earlier checkpoints are "
+            "untouched"
         ) from None
     return final
 
 
-def verify(directory: Path) -> dict:
-    """Check every file against manifest.json; return config.json."""
+def _read_json(path: Path) -> object:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise TransformerMTError(f"{path}: corrupt JSON") from None
+
+
+def _read_manifest(directory: Path) -> dict:
+    """manifest.json as {plain file name: sha256}, every required file listed."""
     manifest_path = directory / "manifest.json"
     if not manifest_path.exists():
         raise TransformerMTError(
             f"{directory}: not a complete checkpoint (no manifest.json)"
         )
-    try:
-        manifest = json.loads(manifest_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise TransformerMTError(f"{manifest_path}: corrupt manifest") from None
-    for name, digest in manifest.items():
+    manifest = _read_json(manifest_path)
+    if not isinstance(manifest, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in manifest.items()
+    ):
+        raise TransformerMTError(f"{manifest_path}: corrupt manifest")
+    # Names come from an untrusted file: only plain names inside the directory
+    # (no "../x", no "/dev/zero" to hash forever).
+    for name in manifest:
+        if name != Path(name).name or name in ("", ".", ".."):
+            raise TransformerMTError(
+                f"{manifest_path}: file name {name!r} points outside the checkpoint"
+            )
+    unlisted = [n for n in REQUIRED_FILES if n not in manifest]
+    if unlisted:
+        raise TransformerMTError(
+            f"{manifest_path}: does not list {', '.join(unlisted)}"
+        )
+    return manifest
+
+
+def verify(directory: Path) -> dict:
+    """Check every file against manifest.json; return config.json."""
+    for name, digest in _read_manifest(directory).items():
         path = directory / name
-        if not path.exists():
+        if not path.is_file():
             raise TransformerMTError(f"{path}: missing file listed in the manifest")
         if _sha256(path) != digest:
             raise TransformerMTError(
                 f"{path}: checksum mismatch, the file was truncated or modified"
             )
-    config = json.loads((directory / "config.json").read_text())
+    config = _read_json(directory / "config.json")
+    if not isinstance(config, dict):
+        raise TransformerMTError(f"{directory / 'config.json'}: not a JSON object")
     version = config.get("format_version")
     if not isinstance(version, int) or version > FORMAT_VERSION:
         raise TransformerMTError(
@@ -174,6 +206,51 @@ def step_checkpoints(run_dir: str | Path) -> list[Path]:
         if (m := STEP_DIR.match(p.name)) and (p / "manifest.json").exists()
     ]
     return [p for _, p in sorted(found)]
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def clean_stale(run_dir: str | Path) -> None:
+    """Tidy the hidden work folders that killed processes left in ``run_dir``.
+
+    A checkpoint caught between its two renames in ``save`` survives only as
+    .NAME.old-PID: it is renamed back. Everything else is deleted. Folders of
+    processes still running (another save, an ``average``) are left alone.
+    """
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        return
+    for path in sorted(run_dir.iterdir()):
+        match = WORK_DIR.match(path.name)
+        if not match or not path.is_dir():
+            continue
+        name, kind, pid = match.group(1), match.group(2), int(match.group(3))
+        if pid != os.getpid() and _process_alive(pid):
+            continue
+        final = run_dir / name
+        if kind == "old" and not final.exists() and (path / "manifest.json").exists():
+            os.rename(path, final)
+            log.warning("restored %s, left half-replaced by a killed run", final)
+        else:
+            shutil.rmtree(path, ignore_errors=True)
+            log.info("removed %s, left by a killed run", path)
+
+
+def remove(directory: str | Path) -> None:
+    """Delete a checkpoint so that no half-deleted one is ever visible: rename it
+    to a hidden folder first (atomic), then delete that."""
+    directory = Path(directory)
+    hidden = directory.parent / f".{directory.name}.del-{os.getpid()}"
+    os.rename(directory, hidden)
+    shutil.rmtree(hidden, ignore_errors=True)
 
 
 def resolve(path: str | Path) -> Path:
@@ -219,10 +296,18 @@ class Checkpoint:
                 f"{self.directory}: has no training state (an averaged or exported "
                 "checkpoint cannot be resumed)"
             )
-        return (
-            load_file(self.directory / "optimizer.safetensors"),
-            json.loads(state_path.read_text()),
-        )
+        listed = _read_manifest(self.directory)
+        if "trainer_state.json" not in listed or "optimizer.safetensors" not in listed:
+            raise TransformerMTError(
+                f"{self.directory}: manifest.json does not cover the training state"
+            )
+        try:
+            tensors = load_file(self.directory / "optimizer.safetensors")
+        except SafetensorError as exc:
+            raise TransformerMTError(
+                f"{self.directory}: unreadable optimizer.safetensors ({exc})"
+            ) from None
+        return tensors, _read_json(state_path)
 
 
 def load(path: str | Path) -> Checkpoint:

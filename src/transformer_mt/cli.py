@@ -142,22 +142,46 @@ def load_translator(args):
     )
 
 
+# Characters that end a line for some reader (str.splitlines, editors): a
+# translation containing one would shift every following output line.
+LINE_BREAKS = str.maketrans(dict.fromkeys("\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029", " "))
+
+
+def one_line(text: str) -> str:
+    return text.translate(LINE_BREAKS)
+
+
+def write_output(path: str | None, lines: list[str]) -> None:
+    """Write ``lines`` to ``path`` (stdout if None); a full disk or a bad path is
+    a one-line error."""
+    try:
+        if path:
+            with open(path, "w", encoding="utf-8") as out:
+                out.writelines(line + "\n" for line in lines)
+        else:
+            sys.stdout.writelines(line + "\n" for line in lines)
+            sys.stdout.flush()
+    except BrokenPipeError:
+        raise
+    except OSError as exc:
+        raise TransformerMTError(
+            f"cannot write translations to {path or '<stdout>'}: {exc.strerror or exc}"
+        ) from None
+
+
 def cmd_translate(args) -> None:
     lines = read_input_lines(args.input)
     translator = load_translator(args)
     started = time.monotonic()
-    out = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout
-    try:
-        if translator.config.nbest > 1:
-            for i, hyps in enumerate(translator.translate_nbest(lines)):
-                for text, score in hyps:
-                    out.write(f"{i}\t{score:.4f}\t{text}\n")
-        else:
-            for text in translator.translate(lines):
-                out.write(text + "\n")
-    finally:
-        if out is not sys.stdout:
-            out.close()
+    if translator.config.nbest > 1:
+        results = [
+            f"{i}\t{score:.4f}\t{one_line(text)}"
+            for i, hyps in enumerate(translator.translate_nbest(lines))
+            for text, score in hyps
+        ]
+    else:
+        results = [one_line(text) for text in translator.translate(lines)]
+    write_output(args.output, results)
     log.info("translated %d lines in %.1fs", len(lines), time.monotonic() - started)
 
 

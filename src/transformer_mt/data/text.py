@@ -12,13 +12,16 @@ log = logging.getLogger(__name__)
 
 
 def decode_line(raw: bytes, where: str, number: int) -> str:
-    """Decode one line of bytes as UTF-8; strip the newline (\\n or \\r\\n)."""
+    """Decode one line of bytes as UTF-8; strip the newline (\\n or \\r\\n) and, on
+    line 1, the byte-order mark some Windows editors write."""
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise TransformerMTError(
             f"{where}:{number}: invalid UTF-8 at byte {exc.start} of the line"
         ) from None
+    if number == 1:
+        text = text.removeprefix("\ufeff")
     return text.rstrip("\n").rstrip("\r")
 
 

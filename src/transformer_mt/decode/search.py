@@ -70,10 +70,14 @@ def length_penalty(length: int, alpha: float) -> float:
     return ((5.0 + length) / 6.0) ** alpha
 
 
-def max_lengths(src: torch.Tensor, config: DecodeConfig) -> torch.Tensor:
-    """src (B, S) -> (B,) output limits counted in tokens including EOS."""
+def max_lengths(
+    src: torch.Tensor, config: DecodeConfig, max_positions: int
+) -> torch.Tensor:
+    """src (B, S) -> (B,) output limits counted in tokens including EOS, never
+    more than the model has positions for."""
     src_len = (src != PAD_ID).sum(1) - 1  # without the appended EOS
-    return (config.max_len_a * src_len).long() + config.max_len_b
+    limits = (config.max_len_a * src_len).long() + config.max_len_b
+    return limits.clamp(max=max_positions)
 
 
 def _log_probs(
@@ -125,7 +129,7 @@ def top_p_filter(logits: torch.Tensor, p: float) -> torch.Tensor:
 @torch.inference_mode()
 def _one_per_step(model, src: torch.Tensor, config: DecodeConfig, pick) -> list:
     B = src.size(0)
-    limits = max_lengths(src, config)  # (B,)
+    limits = max_lengths(src, config, model.config.max_positions)  # (B,)
     memory, src_attend, _ = model.encode(src)
     state = model.start_decoding(memory, src_attend)
     generator = torch.Generator(device=src.device).manual_seed(config.seed)
@@ -177,7 +181,7 @@ def beam_search(model, src: torch.Tensor, config: DecodeConfig) -> list:
     """
     B, K = src.size(0), config.beam_size
     device = src.device
-    limits = max_lengths(src, config)  # (B,)
+    limits = max_lengths(src, config, model.config.max_positions)  # (B,)
     memory, src_attend, _ = model.encode(src)  # (B, S, D)
     expand = torch.arange(B, device=device).repeat_interleave(K)  # (B*K,)
     state = model.start_decoding(

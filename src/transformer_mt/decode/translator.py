@@ -23,7 +23,6 @@ from .search import DecodeConfig, Hypothesis, search
 log = logging.getLogger(__name__)
 
 
-class Translator:
 def check_texts(texts: Sequence[str]) -> None:
     """Refuse non-strings and strings that are not valid Unicode (lone surrogates,
     which no UTF-8 file can hold but Python strings can), naming the input."""
@@ -41,6 +40,7 @@ def check_texts(texts: Sequence[str]) -> None:
             ) from None
 
 
+class Translator:
     """A model, its vocabulary and decoding options."""
 
     def __init__(
@@ -76,6 +76,7 @@ def check_texts(texts: Sequence[str]) -> None:
                     i + 1,
                     len(sentence),
                     self.max_source_tokens,
+                    self.max_source_tokens,
                 )
                 ids[i] = sentence[: self.max_source_tokens]
         return ids
@@ -83,7 +84,6 @@ def check_texts(texts: Sequence[str]) -> None:
     def _batches(self, ids: list[list[int]], config: DecodeConfig) -> list[list[int]]:
         """Indices of non-empty inputs, longest first, in batches of at most
         ``batch_tokens`` (source tokens times beam)."""
-                    self.max_source_tokens,
         order = sorted((i for i, s in enumerate(ids) if s), key=lambda i: -len(ids[i]))
         width = config.beam_size if config.strategy == "beam" else 1
         batches, current = [], []
@@ -105,6 +105,7 @@ def check_texts(texts: Sequence[str]) -> None:
             raise TransformerMTError(
                 "translate() takes a list of strings, not a string"
             )
+        check_texts(texts)
         ids = self.encode(texts)
         results: list[list[Hypothesis]] = [[Hypothesis([], 0.0)] for _ in ids]
         for batch in self._batches(ids, config):
@@ -112,7 +113,6 @@ def check_texts(texts: Sequence[str]) -> None:
             for i, hyps in zip(batch, search(self.model, src, config)):
                 results[i] = hyps
         return results
-        check_texts(texts)
 
     def translate(self, texts: Sequence[str], **options) -> list[str]:
         """Translate a list of sentences; returns one detokenized string each."""

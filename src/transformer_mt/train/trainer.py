@@ -8,7 +8,7 @@ import dataclasses
 import json
 import logging
 import math
-import shutil
+import os
 import signal
 import time
 from pathlib import Path
@@ -112,6 +112,9 @@ class Trainer:
 
     def _setup_model(self, model_config: ModelConfig, resume: bool) -> None:
         torch.manual_seed(self.config.seed)
+        if self.dist.is_main:
+            checkpoint.clean_stale(self.save_dir)
+        barrier(self.dist)
         found = checkpoint.step_checkpoints(self.save_dir) if resume else []
         if resume and not found:
             log.info(
@@ -340,26 +343,38 @@ class Trainer:
         if best:
             checkpoint.save(self.save_dir / "best", self.model, self.vocab, meta)
         for old in checkpoint.step_checkpoints(self.save_dir)[: -self.config.keep_last]:
-            shutil.rmtree(old, ignore_errors=True)
+            checkpoint.remove(old)
         log.info("saved %s%s", path, " (new best)" if best else "")
 
     def write_metrics(self, record: dict) -> None:
-        if self.dist.is_main:
+        if not self.dist.is_main:
+            return
+        try:
             with open(self.metrics_path, "a", encoding="utf-8") as handle:
                 handle.write(json.dumps(record) + "\n")
             if self.tensorboard is not None:
                 self.tensorboard.write(record)
+        except OSError as exc:
+            raise TransformerMTError(
+                f"cannot write {self.metrics_path}: {exc.strerror or exc}; the last "
+                f"checkpoint in {self.save_dir} is intact"
+            ) from None
 
     def trim_metrics(self) -> None:
         """Drop records a killed run wrote after the checkpoint we resume from, so
         the curve continues without overlap."""
         if not self.dist.is_main or not self.metrics_path.exists():
             return
-        lines = self.metrics_path.read_text(encoding="utf-8").splitlines()
-        kept = [ln for ln in lines if ln.strip() and _step_of(ln) <= self.state.step]
-        self.metrics_path.write_text(
-            "".join(ln + "\n" for ln in kept), encoding="utf-8"
-        )
+        text = self.metrics_path.read_text(encoding="utf-8", errors="replace")
+        kept = [
+            ln
+            for ln in text.split("\n")
+            if ln.strip() and _step_of(ln) <= self.state.step
+        ]
+        # Replace, never rewrite in place: a kill mid-write must not lose the curve.
+        tmp = self.metrics_path.with_name(f".{self.metrics_path.name}.tmp")
+        tmp.write_text("".join(ln + "\n" for ln in kept), encoding="utf-8")
+        os.replace(tmp, self.metrics_path)
 
     def validate_and_save(self) -> dict:
         record = {}
@@ -414,8 +429,14 @@ class Trainer:
     def fit(self) -> dict:
         """Train until a stop condition; returns a summary of the run."""
         if self.dist.is_main:
-            self.save_dir.mkdir(parents=True, exist_ok=True)
-        self.trim_metrics()
+            try:
+                self.save_dir.mkdir(parents=True, exist_ok=True)
+                self.trim_metrics()
+            except OSError as exc:
+                raise TransformerMTError(
+                    f"cannot write to run directory {self.save_dir}: "
+                    f"{exc.strerror or exc}"
+                ) from None
         self._log_start()
         progress = Progress(
             log,
