@@ -131,14 +131,19 @@ def read_input_lines(path: str | None) -> list[str]:
 def load_translator(args):
     import torch
 
-    from .decode import DecodeConfig, Translator
+    from .decode import DecodeConfig
+    from .export.backends import load_translator as load_backend
     from .train.trainer import pick_device
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    options = pick_fields(args, DecodeConfig)
-    return Translator.load(
-        args.checkpoint, device=str(pick_device(args.device)), **options
+    return load_backend(
+        args.backend,
+        args.checkpoint,
+        DecodeConfig(**pick_fields(args, DecodeConfig)),
+        str(pick_device(args.device)),
+        args.threads,
+        args.quantize,
     )
 
 
@@ -264,6 +269,26 @@ def cmd_info(args) -> None:
     print(json.dumps(facts.to_dict(), indent=2) if args.json else facts.table())
 
 
+def cmd_export(args) -> None:
+    from .export import FORMATS
+
+    if args.format == "ctranslate2":
+        from .export.ctranslate2 import export
+
+        out = export(args.checkpoint, args.out, args.quantization)
+    elif args.format == "onnx":
+        from .export.onnx import export
+
+        if args.quantization != "float32":
+            raise TransformerMTError("--quantization applies to ctranslate2 only")
+        out = export(args.checkpoint, args.out)
+    else:
+        raise TransformerMTError(
+            f"unknown format {args.format!r}; choose one of {', '.join(FORMATS)}"
+        )
+    print(out)
+
+
 # ---- parser ---------------------------------------------------------------------
 
 
@@ -330,6 +355,19 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument(
             "--threads", type=int, default=0, help="CPU threads (0: default)"
         )
+        p.add_argument(
+            "--backend",
+            default="torch",
+            choices=("torch", "ctranslate2", "onnx"),
+            help="inference engine; ctranslate2/onnx take an exported directory "
+            "or export the checkpoint on the fly (default torch)",
+        )
+        p.add_argument(
+            "--quantize",
+            default="none",
+            choices=("none", "int8"),
+            help="int8 weights for CPU decoding (torch, ctranslate2)",
+        )
         p.add_argument("--output", help="write translations here (default stdout)")
         add_fields(p, DecodeConfig)
         if name == "translate":
@@ -347,6 +385,7 @@ def build_parser() -> argparse.ArgumentParser:
                 "--lowercase", action="store_true", help="case-insensitive BLEU"
             )
         p.set_defaults(func=func)
+    add_export_parser(sub)
     add_inspect_parsers(sub)
 
     p = sub.add_parser("serve", help="HTTP translation API and web page")
@@ -356,6 +395,19 @@ def build_parser() -> argparse.ArgumentParser:
     add_fields(p, ServeConfig)
     p.set_defaults(func=cmd_serve)
     return parser
+
+
+def add_export_parser(sub) -> None:
+    p = sub.add_parser("export", help="write a checkpoint for CTranslate2 or ONNX")
+    p.add_argument("--checkpoint", required=True, help="checkpoint or run directory")
+    p.add_argument("--format", required=True, help="ctranslate2 or onnx")
+    p.add_argument("--out", required=True, help="directory to write (replaced)")
+    p.add_argument(
+        "--quantization",
+        default="float32",
+        help="ctranslate2 weights: float32 or int8 (default float32)",
+    )
+    p.set_defaults(func=cmd_export)
 
 
 def add_inspect_parsers(sub) -> None:

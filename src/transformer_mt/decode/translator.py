@@ -18,6 +18,7 @@ from ..data.dataset import source_tensor
 from ..errors import TransformerMTError
 from ..model import Transformer
 from ..vocab import Vocabulary
+from .quantize import quantize as quantize_model
 from .search import DecodeConfig, Hypothesis, search
 
 log = logging.getLogger(__name__)
@@ -58,12 +59,18 @@ class Translator:
         self.max_source_tokens = model.config.max_positions - 1
 
     @classmethod
-    def load(cls, path: str | Path, device: str = "cpu", **options) -> Translator:
-        """Load a checkpoint (or a run directory) with decoding ``options``."""
+    def load(
+        cls,
+        path: str | Path,
+        device: str = "cpu",
+        quantize: str | None = None,
+        **options,
+    ) -> Translator:
+        """Load a checkpoint (or a run directory) with decoding ``options``;
+        ``quantize="int8"`` quantizes the linear layers for the CPU."""
         ckpt = checkpoint.load(path)
-        return cls(
-            ckpt.build_model(device), ckpt.vocab, DecodeConfig(**options), device
-        )
+        model = quantize_model(ckpt.build_model(device), quantize)
+        return cls(model, ckpt.vocab, DecodeConfig(**options), device)
 
     def encode(self, texts: Sequence[str]) -> list[list[int]]:
         """Subword ids per text, truncated (with a warning) to what the model takes."""

@@ -113,7 +113,7 @@ class DecoderLayer(nn.Module):
                     keys = torch.cat([cache["keys"], keys], dim=2)  # (B, H, T', D/H)
                     values = torch.cat([cache["values"], values], dim=2)
                 cache["keys"], cache["values"] = keys, values
-            causal = h.size(1) > 1
+            causal = bool(h.size(1) > 1)  # a Python bool also when traced
             return self.self_attention.attend(
                 q, keys, values, None, causal, need_weights
             )
