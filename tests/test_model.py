@@ -176,3 +176,28 @@ def test_fused_inference_projection_equals_the_three_projections():
     for a, b in zip(separate, fused):
         torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-6)
     torch.testing.assert_close(changed, 2 * separate[0], atol=1e-5, rtol=1e-5)
+
+
+def test_bfloat16_attention_on_cpu_agrees_with_float32():
+    from transformer_mt.model.attention import fused_attention
+
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(2, 4, 5, 8, generator=g) for _ in range(3))
+    mask = torch.ones(2, 1, 1, 5, dtype=torch.bool)
+    mask[1, ..., 3:] = False
+    exact = fused_attention(q, k, v, mask, 0.0, False)
+    fast = fused_attention(q.bfloat16(), k.bfloat16(), v.bfloat16(), mask, 0.0, False)
+    assert fast.dtype == torch.bfloat16
+    torch.testing.assert_close(fast.float(), exact, atol=3e-2, rtol=3e-2)
+
+
+def test_bfloat16_autocast_training_step_agrees_with_float32():
+    model = tiny_model(seed=1)
+    src, tgt = random_tokens(3, 6), random_tokens(3, 5, seed=2)
+    exact = model(src, tgt)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        fast = model(src, tgt)
+    assert fast.dtype == torch.bfloat16
+    # bf16 keeps 8 bits of mantissa: logits agree to about 1e-2 relative
+    torch.testing.assert_close(fast.float(), exact, atol=0.1, rtol=0.05)
+    assert (fast.float().argmax(-1) == exact.argmax(-1)).float().mean() > 0.9

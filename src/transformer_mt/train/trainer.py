@@ -76,8 +76,15 @@ class Trainer:
     ) -> None:
         self.config = config
         self.data_dir, self.save_dir = Path(data_dir), Path(save_dir)
-        self.device = pick_device(config.device)
         self.dist = dist or DistInfo()
+        self.device = pick_device(config.device)
+        if self.device.type == "cuda" and self.dist.enabled:
+            self.device = torch.device("cuda", self.dist.local_rank)
+            torch.cuda.set_device(self.device)
+        # fp16 needs loss scaling to keep small gradients representable.
+        self.scaler = (
+            torch.amp.GradScaler("cuda") if config.precision == "float16" else None
+        )
         if config.threads:
             torch.set_num_threads(config.threads)
         self.summary = load_summary(self.data_dir)
@@ -138,10 +145,16 @@ class Trainer:
         )
         if found:
             self._restore(ckpt)
-        self.wrapped = self.model
+        if self.dist.enabled:
+            # Same initial weights on every rank (seeded above), but each rank
+            # needs its own dropout stream.
+            torch.manual_seed(c.seed * 7919 + self.dist.rank + self.state.step)
+        self.wrapped = self.ddp = self.model
         if self.dist.enabled:
             ids = [self.device.index] if self.device.type == "cuda" else None
-            self.wrapped = DistributedDataParallel(self.model, device_ids=ids)
+            self.wrapped = self.ddp = DistributedDataParallel(
+                self.model, device_ids=ids
+            )
         if c.compile:
             self.wrapped = torch.compile(self.wrapped)
 
@@ -195,7 +208,10 @@ class Trainer:
             return None
         mine = batches[start + self.dist.rank * self.update_freq :][: self.update_freq]
         self.state.epoch_position += per_update
-        return [collate(self.train_data, ids).to(self.device) for ids in mine]
+        batches = [collate(self.train_data, ids) for ids in mine]
+        if self.device.type == "cuda":
+            batches = [b.pin_memory() for b in batches]
+        return [b.to(self.device) for b in batches]
 
     # ---- one update -----------------------------------------------------------
 
@@ -227,7 +243,7 @@ class Trainer:
         sums = torch.zeros(2, dtype=torch.float64)
         for i, batch in enumerate(group):
             sync = not self.dist.enabled or i == len(group) - 1
-            context = contextlib.nullcontext() if sync else self.wrapped.no_sync()
+            context = contextlib.nullcontext() if sync else self.ddp.no_sync()
             with context:
                 with self.autocast():
                     logits = self.wrapped(batch.src, batch.tgt_in)
@@ -237,16 +253,25 @@ class Trainer:
                     self.config.label_smoothing,
                     self.vocab.pad_id,
                 )
-                (loss * self.dist.world_size / ntokens).backward()
+                scaled = loss * self.dist.world_size / ntokens
+                (self.scaler.scale(scaled) if self.scaler else scaled).backward()
             sums += torch.stack([loss.detach(), nll.detach()]).double().cpu()
+        if self.scaler:
+            self.scaler.unscale_(self.optimizer)
         max_norm = self.config.clip_norm or math.inf
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm)
         if self.dist.enabled:
             torch.distributed.all_reduce(sums)
         if not torch.isfinite(grad_norm):
             self.optimizer.zero_grad(set_to_none=True)
+            if self.scaler:
+                self.scaler.update()  # lowers the loss scale
             return None
-        self.optimizer.step()
+        if self.scaler:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.state.step += 1
         self.state.tokens_seen += int(ntokens)
@@ -447,6 +472,7 @@ class Trainer:
         )
         window = {"loss": 0.0, "nll": 0.0, "tokens": 0.0, "steps": 0, "time": 0.0}
         last_valid: dict = {}
+        saved_step = -1
         previous_handlers = self._catch_signals()
         try:
             while not (reason := self.should_stop()):
@@ -476,14 +502,11 @@ class Trainer:
                     and self.state.step % self.config.valid_every == 0
                 ):
                     last_valid = self.validate_and_save()
+                    saved_step = self.state.step
         finally:
             self._restore_signals(previous_handlers)
             progress.close()
-        if not (
-            self.config.valid_every
-            and self.state.step % self.config.valid_every == 0
-            and last_valid
-        ):
+        if saved_step != self.state.step:  # every rank decides alike: no lone barrier
             last_valid = self.validate_and_save()
         log.info(
             "stopped: %s (step %d, %s of training)",
@@ -534,6 +557,9 @@ class Trainer:
 
     def _skipped_update(self) -> None:
         self.state.skipped_updates += 1
+        if self.scaler is not None and self.scaler.get_scale() >= 1.0:
+            log.info("fp16 overflow: loss scale lowered to %g", self.scaler.get_scale())
+            return
         self._bad_in_a_row = getattr(self, "_bad_in_a_row", 0) + 1
         log.warning(
             "non-finite loss or gradient at step %d: update skipped (%d in a row)",
