@@ -9,6 +9,7 @@ from safetensors.torch import load_file
 from transformer_mt import checkpoint
 from transformer_mt.average import average_checkpoints
 from transformer_mt.errors import TransformerMTError
+from transformer_mt.files import sha256_of
 from transformer_mt.vocab import Vocabulary
 
 from .conftest import tiny_model
@@ -59,7 +60,7 @@ def test_newer_format_is_refused(tmp_path, vocab):
     config["format_version"] = 99
     (path / "config.json").write_text(json.dumps(config))
     manifest = json.loads((path / "manifest.json").read_text())
-    manifest["config.json"] = checkpoint._sha256(path / "config.json")
+    manifest["config.json"] = sha256_of(path / "config.json")
     (path / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(TransformerMTError, match="format version 99 is newer"):
         checkpoint.load(path)

@@ -11,6 +11,7 @@ import pytest
 
 from transformer_mt import checkpoint
 from transformer_mt.errors import TransformerMTError
+from transformer_mt.files import sha256_of
 from transformer_mt.vocab import Vocabulary
 
 from .conftest import run_cli, tiny_model
@@ -31,7 +32,7 @@ def ckpt(tmp_path, vocab):
 def resign(directory: Path) -> None:
     """Recompute manifest.json, as someone who edits files on purpose would."""
     names = sorted(p.name for p in directory.iterdir() if p.name != "manifest.json")
-    sums = {n: checkpoint._sha256(directory / n) for n in names}
+    sums = {n: sha256_of(directory / n) for n in names}
     (directory / "manifest.json").write_text(json.dumps(sums))
 
 

@@ -16,7 +16,6 @@ process never leaves a directory that looks like a checkpoint.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -30,6 +29,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from .errors import TransformerMTError
+from .files import sha256_of
 from .model import ModelConfig, Transformer
 from .vocab import Vocabulary
 
@@ -41,14 +41,6 @@ STEP_DIR = re.compile(r"^checkpoint_(\d+)$")
 # replaced), .NAME.del-PID (being deleted). A killed process leaves them behind.
 WORK_DIR = re.compile(r"^\.(.+)\.(tmp|old|del)-(\d+)$")
 REQUIRED_FILES = ("config.json", "model.safetensors", "spm.model")
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _fsync(path: Path) -> None:
@@ -120,7 +112,7 @@ def save(
         files = sorted(p.name for p in tmp.iterdir())
         for name in files:
             _fsync(tmp / name)
-        _write_json(tmp / "manifest.json", {n: _sha256(tmp / n) for n in files})
+        _write_json(tmp / "manifest.json", {n: sha256_of(tmp / n) for n in files})
         _fsync(tmp / "manifest.json")
         _fsync(tmp)
         old = final.parent / f".{final.name}.old-{os.getpid()}"
@@ -179,7 +171,7 @@ def verify(directory: Path) -> dict:
         path = directory / name
         if not path.is_file():
             raise TransformerMTError(f"{path}: missing file listed in the manifest")
-        if _sha256(path) != digest:
+        if sha256_of(path) != digest:
             raise TransformerMTError(
                 f"{path}: checksum mismatch, the file was truncated or modified"
             )

@@ -3,7 +3,6 @@ a cache, or read a local copy of the same files."""
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import urllib.error
@@ -11,6 +10,7 @@ import urllib.request
 from pathlib import Path
 
 from ..errors import TransformerMTError
+from ..files import sha256_of
 
 log = logging.getLogger(__name__)
 
@@ -36,14 +36,6 @@ SHA256 = {
 def default_cache() -> Path:
     root = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(root) / "transformer_mt" / "multi30k"
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def file_names(src_lang: str, tgt_lang: str) -> dict[str, tuple[str, str]]:
