@@ -201,3 +201,31 @@ def test_bfloat16_autocast_training_step_agrees_with_float32():
     # bf16 keeps 8 bits of mantissa: logits agree to about 1e-2 relative
     torch.testing.assert_close(fast.float(), exact, atol=0.1, rtol=0.05)
     assert (fast.float().argmax(-1) == exact.argmax(-1)).float().mean() > 0.9
+
+
+def test_source_shared_by_its_beams_equals_one_copy_per_row():
+    model = tiny_model()
+    src, tgt = random_tokens(3, 5), random_tokens(9, 4, seed=2)
+    src[1, 3:] = 0
+    expand = torch.arange(3).repeat_interleave(3)  # 3 rows per source, like beams
+    with torch.no_grad():
+        memory, src_attend, _ = model.encode(src)
+        shared = model.start_decoding(memory, src_attend)
+        shared.reorder(expand)
+        copied = model.start_decoding(memory[expand], src_attend[expand])
+        assert shared.cross_kv[0][0].size(0) == 3  # one per source, not per row
+        for t in range(3):
+            a = model.decode_step(tgt[:, t : t + 1], shared)[0]
+            b = model.decode_step(tgt[:, t : t + 1], copied)[0]
+            torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+        swap = torch.tensor([2, 0, 1, 3, 3, 4, 8, 7, 6])  # within sources
+        shared.reorder(swap)
+        copied.reorder(swap)
+        assert shared.cross_kv[0][0].size(0) == 3
+        drop = torch.tensor([0, 1, 2, 6, 7, 8])  # the second source is done
+        shared.reorder(drop)
+        copied.reorder(drop)
+        assert shared.cross_kv[0][0].size(0) == 2
+        a = model.decode_step(tgt[drop, 3:4], shared)[0]
+        b = model.decode_step(tgt[drop, 3:4], copied)[0]
+    torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)

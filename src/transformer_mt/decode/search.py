@@ -184,10 +184,9 @@ def beam_search(model, src: torch.Tensor, config: DecodeConfig) -> list:
     limits = max_lengths(src, config, model.config.max_positions)  # (B,)
     memory, src_attend, _ = model.encode(src)  # (B, S, D)
     expand = torch.arange(B, device=device).repeat_interleave(K)  # (B*K,)
-    state = model.start_decoding(
-        memory.index_select(0, expand), src_attend.index_select(0, expand)
-    )
-    state.rows_per_source = K
+    # Source side computed once per sentence and shared by its K beams.
+    state = model.start_decoding(memory, src_attend)
+    state.reorder(expand)
     alive = torch.arange(B, device=device)
     history = torch.full((B * K, 1), BOS_ID, dtype=torch.long, device=device)
     scores = torch.full((B, K), float("-inf"), device=device)

@@ -16,12 +16,12 @@ import torch
 from ..decode.search import DecodeConfig
 from ..decode.translator import Translator
 from ..errors import TransformerMTError
-from ..model import DecoderState, ModelConfig
+from ..model import ModelConfig
 from ..vocab import Vocabulary
 from . import require
 
 
-class OnnxState(DecoderState):
+class OnnxState:
     """Cached tensors of one batch, batch first so that reorder is one index_select
     per tensor: cross_kv (N, 2L, H, S, D/H), src_attend (N, 1, 1, S) and
     self_kv (N, 2L, H, T, D/H)."""
@@ -32,11 +32,16 @@ class OnnxState(DecoderState):
         self.src_attend = src_attend
         self.self_kv = torch.zeros(N, 2 * L, H, 0, head_dim)
         self.position = 0
-        self.rows_per_source = 1
+        self.row_source = torch.arange(N)  # (N,) source of each row
 
     def reorder(self, index: torch.Tensor) -> None:
         self.self_kv = self.self_kv.index_select(0, index)
-        if self._same_sources(index):
+        row_source = self.row_source.index_select(0, index)
+        # The graph takes one source row per decoder row; beams swapped within
+        # their sentence keep their rows' sources, and those need no copy.
+        moved = not torch.equal(row_source, self.row_source)
+        self.row_source = row_source
+        if not moved:
             return
         self.cross_kv = self.cross_kv.index_select(0, index)
         self.src_attend = self.src_attend.index_select(0, index)

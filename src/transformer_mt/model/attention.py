@@ -100,9 +100,18 @@ class MultiHeadAttention(nn.Module):
         is_causal: bool = False,
         need_weights: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Like ``forward`` with queries already projected: q (B, H, T, D/H)."""
+        """Like ``forward`` with queries already projected: q (B, H, T, D/H).
+
+        ``keys``/``values`` may hold fewer rows G than the queries (B = G x K, the
+        K rows of one source consecutive, as beams are): each source's keys then
+        serve its K rows in one product, without K copies of them.
+        """
         B, H, T, _ = q.shape
         D = H * self.head_dim
+        G = keys.size(0)
+        if G != B:
+            q = q.view(G, B // G, H, T, -1).transpose(1, 2)  # (G, H, K, T, D/H)
+            q = q.reshape(G, H, B // G * T, -1)  # (G, H, K*T, D/H)
         dropout = self.dropout if self.training else 0.0
         if need_weights:
             context, weights = self._attend_explicit(
@@ -113,6 +122,9 @@ class MultiHeadAttention(nn.Module):
                 q, keys, values, attend_mask, dropout, is_causal
             )  # (B, H, T, D/H)
             weights = None
+        if G != B:
+            context = _ungroup(context, B, T)  # (B, H, T, D/H)
+            weights = None if weights is None else _ungroup(weights, B, T)
         context = context.transpose(1, 2).reshape(B, T, D)  # (B, T, D)
         return self.out_proj(context), weights
 
@@ -127,6 +139,12 @@ class MultiHeadAttention(nn.Module):
             scores = scores.masked_fill(~attend_mask, float("-inf"))
         weights = scores.softmax(dim=-1)
         return F.dropout(weights, dropout) @ v, weights
+
+
+def _ungroup(x: torch.Tensor, B: int, T: int) -> torch.Tensor:
+    """(G, H, K*T, E) -> (B, H, T, E) with B = G x K"""
+    G, H, _, E = x.shape
+    return x.view(G, H, B // G, T, E).transpose(1, 2).reshape(B, H, T, E)
 
 
 def fused_attention(q, k, v, attend_mask, dropout: float, is_causal: bool):

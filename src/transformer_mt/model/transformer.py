@@ -14,16 +14,20 @@ from .layers import DecoderLayer, EncoderLayer
 class DecoderState:
     """What incremental decoding keeps between steps: the cross-attention keys and
     values (computed once per source), the self-attention cache of every decoder
-    layer (appended per step), the source mask and the next position."""
+    layer (appended per step), the source mask and the next position.
+
+    Decoder rows (N) and sources (G) can differ: while the rows of every source are
+    consecutive and equally many, as the K beams of beam search are, the source
+    side is kept once per source and attention shares it among that source's rows
+    (K times less memory traffic than one copy per beam).
+    """
 
     def __init__(self, cross_kv: list, src_attend: torch.Tensor) -> None:
-        self.cross_kv = cross_kv  # per layer: (keys, values) each (B, H, S, D/H)
-        self.src_attend = src_attend  # (B, 1, 1, S)
+        self.cross_kv = cross_kv  # per layer: (keys, values) each (G, H, S, D/H)
+        self.src_attend = src_attend  # (G, 1, 1, S)
         self.self_caches: list[dict] = [{} for _ in cross_kv]
         self.position = 0
-        # Rows come in groups of this many copies of one source (beam search sets
-        # it to K): a reorder inside the groups leaves the source side unchanged.
-        self.rows_per_source = 1
+        self.row_source = torch.arange(src_attend.size(0), device=src_attend.device)
 
     def reorder(self, index: torch.Tensor) -> None:
         """Keep rows ``index`` (N,) of every cached tensor, in that order: used by
@@ -31,23 +35,26 @@ class DecoderState:
         for cache in self.self_caches:
             for name in list(cache):
                 cache[name] = cache[name].index_select(0, index)
-        if self._same_sources(index):
-            return
-        self.cross_kv = [
-            (k.index_select(0, index), v.index_select(0, index))
-            for k, v in self.cross_kv
-        ]
-        self.src_attend = self.src_attend.index_select(0, index)
+        self._follow_sources(self.row_source.index_select(0, index))
 
-    def _same_sources(self, index: torch.Tensor) -> bool:
-        """Whether every new row reads the same source as the old row in its place
-        (beams swapped within their sentence): the cross-attention keys and values,
-        a third or more of the cache, then need no copy."""
-        if index.numel() != self.src_attend.size(0):
-            return False
-        group = self.rows_per_source
-        rows = torch.arange(index.numel(), device=index.device)
-        return bool(torch.equal(index // group, rows // group))
+    def _follow_sources(self, row_source: torch.Tensor) -> None:
+        """Source of each new row (N,) -> source tensors with one row per source
+        if the rows come in equal consecutive groups, else one row per row."""
+        pick, per_source = row_source, 1
+        if row_source.numel():
+            sources, counts = torch.unique_consecutive(row_source, return_counts=True)
+            distinct = torch.unique(sources).numel() == sources.numel()
+            if distinct and bool((counts == counts[0]).all()):
+                pick, per_source = sources, int(counts[0])
+        G = self.src_attend.size(0)
+        if not torch.equal(pick, torch.arange(G, device=pick.device)):
+            self.cross_kv = [
+                (k.index_select(0, pick), v.index_select(0, pick))
+                for k, v in self.cross_kv
+            ]
+            self.src_attend = self.src_attend.index_select(0, pick)
+        rows = torch.arange(pick.numel(), device=pick.device)
+        self.row_source = rows.repeat_interleave(per_source)
 
 
 class Transformer(nn.Module):
