@@ -148,3 +148,36 @@ def test_unsupported_combinations_are_refused(trained, tmp_path):
 def test_missing_optional_package_names_the_extra():
     with pytest.raises(TransformerMTError, match=r"transformer-mt\[export\]"):
         require("no_such_engine_package")
+
+
+def test_translate_cli_compares_backends(trained, reverse_data, tmp_path, capsys):
+    path, texts, torch_greedy = trained
+    code, _ = run_main(
+        capsys,
+        "export",
+        "--checkpoint",
+        path,
+        "--format",
+        "onnx",
+        "--out",
+        tmp_path / "onnx",
+    )
+    assert code == 0
+    source = reverse_data / "test.src.txt"
+    for backend, checkpoint_dir in (("onnx", tmp_path / "onnx"), ("torch", path)):
+        code = main(
+            [
+                "-q",
+                "translate",
+                "--checkpoint",
+                str(checkpoint_dir),
+                "--backend",
+                backend,
+                "--strategy",
+                "greedy",
+                "--input",
+                str(source),
+            ]
+        )
+        assert code == 0
+        assert capsys.readouterr().out.splitlines() == torch_greedy
