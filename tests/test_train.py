@@ -102,7 +102,7 @@ def test_tiny_model_learns_to_reverse_sequences_through_the_cli(reverse_data, tm
         "--lr-scale",
         "0.5",
         "--max-steps",
-        "1000",
+        "1500",
         "--valid-every",
         "500",
         "--valid-bleu-sentences",
