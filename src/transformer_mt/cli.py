@@ -218,18 +218,6 @@ def cmd_evaluate(args) -> None:
     print(json.dumps(result, indent=2))
 
 
-def cmd_serve(args) -> None:
-    import torch
-
-    from .serve import ServeConfig, run_server
-    from .train.trainer import pick_device
-
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    config = ServeConfig(**pick_fields(args, ServeConfig))
-    run_server(args.checkpoint, config, device=str(pick_device(args.device)))
-
-
 def cmd_attention(args) -> None:
     from . import checkpoint
     from .inspect.attention import attention_maps, plot_attention
@@ -267,6 +255,18 @@ def cmd_info(args) -> None:
         source += " (with overrides)" if overrides else ""
     facts = model_facts(config, args.batch_tokens, args.seq_len, source)
     print(json.dumps(facts.to_dict(), indent=2) if args.json else facts.table())
+
+
+def cmd_serve(args) -> None:
+    import torch
+
+    from .serve import ServeConfig, run_server
+    from .train.trainer import pick_device
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    config = ServeConfig(**pick_fields(args, ServeConfig))
+    run_server(args.checkpoint, config, device=str(pick_device(args.device)))
 
 
 def cmd_export(args) -> None:

@@ -110,8 +110,8 @@ class MultiHeadAttention(nn.Module):
         D = H * self.head_dim
         G = keys.size(0)
         if G != B:
-            q = q.view(G, B // G, H, T, -1).transpose(1, 2)  # (G, H, K, T, D/H)
-            q = q.reshape(G, H, B // G * T, -1)  # (G, H, K*T, D/H)
+            q = q.view(G, B // G, H, T, -1).transpose(1, 2)  # (sources, H, K, T, D/H)
+            q = q.reshape(G, H, B // G * T, -1)  # (sources, H, K*T, D/H)
         dropout = self.dropout if self.training else 0.0
         if need_weights:
             context, weights = self._attend_explicit(
