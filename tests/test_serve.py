@@ -414,3 +414,39 @@ def test_web_page_translates_and_draws_the_heat_map(server, reference, tmp_path)
     assert len(cells) == src_len
     assert len(rows) == len(reference.hypotheses([SENTENCES[6]])[0][0].tokens) + 1
     assert shot.stat().st_size > 10_000
+
+
+def test_bad_requests_under_concurrent_load_leave_good_answers_intact(
+    server, reference
+):
+    expected = dict(zip(SENTENCES, reference.translate(SENTENCES)))
+    url = f"{server.url}/translate"
+
+    def good(text):
+        body = {"q": text, "source": "de", "target": "en"}
+        return text, post(server, "/translate", body)
+
+    def bad(i):
+        kind = i % 4
+        if kind == 0:  # malformed JSON
+            headers = {"content-type": "application/json"}
+            return httpx.post(url, content=b'{"q": ["ein', headers=headers, timeout=30)
+        if kind == 1:  # body over max_body_bytes
+            return httpx.post(url, content=b"x" * 9000, timeout=30)
+        if kind == 2:  # text over max_chars
+            return post(
+                server, "/translate", {"q": "a" * 500, "source": "de", "target": "en"}
+            )
+        return post(server, "/translate", {"q": "a", "source": "de", "target": "xx"})
+
+    with ThreadPoolExecutor(16) as pool:
+        bad_replies = [pool.submit(bad, i) for i in range(32)]
+        good_replies = [pool.submit(good, text) for text in SENTENCES]
+        for future in bad_replies:
+            reply = future.result()
+            assert 400 <= reply.status_code < 500 and reply.json()["error"]
+        for future in good_replies:
+            text, reply = future.result()
+            assert reply.status_code == 200
+            assert reply.json()["translatedText"] == expected[text]
+    assert httpx.get(f"{server.url}/health").status_code == 200

@@ -125,3 +125,57 @@ def test_tiny_model_learns_to_reverse_sequences_through_the_cli(reverse_data, tm
     assert len(outputs) == len(sources)
     accuracy = sum(o == e for o, e in zip(outputs, expected)) / len(expected)
     assert accuracy >= 0.95, f"exact match {accuracy:.2f}"
+
+
+def test_ctrl_c_saves_a_checkpoint_and_exits_cleanly(reverse_data, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    run = tmp_path / "run"
+    command = [
+        sys.executable,
+        "-m",
+        "transformer_mt",
+        "train",
+        "--data",
+        reverse_data,
+        "--save-dir",
+        run,
+        "--preset",
+        "tiny",
+        "--max-steps",
+        "100000",
+        "--max-tokens",
+        "300",
+        "--valid-every",
+        "0",
+        "--log-every",
+        "1",
+        "--valid-bleu-sentences",
+        "0",
+        "--threads",
+        "1",
+    ]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    process = subprocess.Popen(
+        list(map(str, command)),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+        text=True,
+    )
+    for line in process.stderr:
+        if "| step 3 |" in line:
+            break
+    process.send_signal(signal.SIGINT)
+    stdout, stderr = process.communicate(timeout=120)
+    assert process.returncode == 0, stderr
+    summary = json.loads(stdout)
+    assert summary["stop_reason"] == "interrupted by SIGINT" and summary["step"] >= 3
+    assert "continue with --resume" in stderr
+    [saved] = checkpoint.step_checkpoints(run)
+    assert saved.name == f"checkpoint_{summary['step']:06d}"
+    checkpoint.load(saved)
+    assert sorted(p.name for p in run.iterdir() if p.name.startswith(".")) == []
