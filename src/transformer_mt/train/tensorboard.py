@@ -23,7 +23,7 @@ class TensorBoardLog:
                 "'transformer-mt[tensorboard]' (or pip install tensorboard)"
             ) from None
         # A resumed run hides the events a killed session wrote after its
-        # checkpoint, as trim_metrics does for metrics.jsonl.
+        # checkpoint, as MetricsLog.trim does for metrics.jsonl.
         purge = resumed_step + 1 if resumed_step else None
         self.writer = SummaryWriter(str(log_dir), purge_step=purge)
         log.info("TensorBoard events in %s", log_dir)

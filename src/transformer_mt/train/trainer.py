@@ -8,7 +8,6 @@ import dataclasses
 import json
 import logging
 import math
-import os
 import signal
 import time
 from pathlib import Path
@@ -19,17 +18,17 @@ from torch.nn.parallel import DistributedDataParallel
 from .. import checkpoint
 from ..data.dataset import TokenPairs, collate, token_batches
 from ..data.prepare import load_summary
-from ..decode.search import DecodeConfig, greedy_search
 from ..distributed import DistInfo, all_reduce_sum, barrier, init_from_env, shutdown
 from ..errors import TransformerMTError
-from ..evaluate import score
 from ..model import ModelConfig, Transformer
 from ..progress import Progress, format_duration
 from ..vocab import Vocabulary
 from .config import TrainConfig
 from .loss import label_smoothed_loss
+from .metrics import MetricsLog
 from .schedule import inverse_sqrt_lr
 from .tensorboard import TensorBoardLog
+from .validation import greedy_bleu, validation_loss
 
 log = logging.getLogger(__name__)
 
@@ -100,12 +99,10 @@ class Trainer:
         self._epoch_cache: tuple[int, list] | None = None
         self.stop_reason = ""
         self._setup_model(model_config, resume)
-        self.metrics_path = self.save_dir / "metrics.jsonl"
-        self.tensorboard = None
+        tensorboard = None
         if config.tensorboard and self.dist.is_main:
-            self.tensorboard = TensorBoardLog(
-                self.save_dir / "tensorboard", self.state.step
-            )
+            tensorboard = TensorBoardLog(self.save_dir / "tensorboard", self.state.step)
+        self.metrics = MetricsLog(self.save_dir / "metrics.jsonl", tensorboard)
 
     # ---- set-up ---------------------------------------------------------------
 
@@ -285,54 +282,24 @@ class Trainer:
 
     # ---- validation -----------------------------------------------------------
 
-    @torch.inference_mode()
     def validate(self) -> dict:
-        """Loss and perplexity on the whole validation split; BLEU of greedy output
-        on its first ``valid_bleu_sentences`` sentences."""
-        data, model = self.valid_data, self.model
-        model.eval()
-        loss_sum = nll_sum = tokens = 0.0
-        for ids in token_batches(
-            data.src_lens, data.tgt_lens, self.config.max_tokens, 0, 0, shuffle=False
-        ):
-            batch = collate(data, ids).to(self.device)
-            with self.autocast():
-                logits = model(batch.src, batch.tgt_in)
-            loss, nll = label_smoothed_loss(
-                logits, batch.tgt_out, self.config.label_smoothing, self.vocab.pad_id
-            )
-            loss_sum, nll_sum, tokens = (
-                loss_sum + loss.item(),
-                nll_sum + nll.item(),
-                (tokens + batch.ntokens),
-            )
-        result = {
-            "valid_loss": loss_sum / tokens,
-            "valid_nll": nll_sum / tokens,
-            "valid_ppl": math.exp(min(nll_sum / tokens, 50.0)),
-        }
-        count = min(self.config.valid_bleu_sentences, len(data))
-        if count:
-            result["valid_bleu"] = self._valid_bleu(count)
-        return result
-
-    def _valid_bleu(self, count: int) -> float:
-        from ..data.dataset import source_tensor
-
-        references = (
-            (self.data_dir / "valid.tgt.txt").read_text(encoding="utf-8").split("\n")
+        """Loss and perplexity on the validation split; BLEU of greedy output on
+        its first ``valid_bleu_sentences`` sentences."""
+        result = validation_loss(
+            self.model,
+            self.valid_data,
+            self.config.max_tokens,
+            self.config.label_smoothing,
+            self.device,
+            self.autocast,
         )
-        order = sorted(range(count), key=lambda i: -int(self.valid_data.src_lens[i]))
-        outputs = [""] * count
-        config = DecodeConfig(strategy="greedy")
-        for start in range(0, count, 100):
-            chunk = order[start : start + 100]
-            src = source_tensor([self.valid_data.side("src", i) for i in chunk])
-            for i, hyps in zip(
-                chunk, greedy_search(self.model, src.to(self.device), config)
-            ):
-                outputs[i] = self.vocab.decode(hyps[0].tokens)
-        return score(outputs, references[:count])["bleu"]
+        count = min(self.config.valid_bleu_sentences, len(self.valid_data))
+        if count:
+            references = self.data_dir / "valid.tgt.txt"
+            result["valid_bleu"] = greedy_bleu(
+                self.model, self.valid_data, references, self.vocab, count, self.device
+            )
+        return result
 
     # ---- checkpoints and metrics ----------------------------------------------
 
@@ -372,34 +339,8 @@ class Trainer:
         log.info("saved %s%s", path, " (new best)" if best else "")
 
     def write_metrics(self, record: dict) -> None:
-        if not self.dist.is_main:
-            return
-        try:
-            with open(self.metrics_path, "a", encoding="utf-8") as handle:
-                handle.write(json.dumps(record) + "\n")
-            if self.tensorboard is not None:
-                self.tensorboard.write(record)
-        except OSError as exc:
-            raise TransformerMTError(
-                f"cannot write {self.metrics_path}: {exc.strerror or exc}; the last "
-                f"checkpoint in {self.save_dir} is intact"
-            ) from None
-
-    def trim_metrics(self) -> None:
-        """Drop records a killed run wrote after the checkpoint we resume from, so
-        the curve continues without overlap."""
-        if not self.dist.is_main or not self.metrics_path.exists():
-            return
-        text = self.metrics_path.read_text(encoding="utf-8", errors="replace")
-        kept = [
-            ln
-            for ln in text.split("\n")
-            if ln.strip() and _step_of(ln) <= self.state.step
-        ]
-        # Replace, never rewrite in place: a kill mid-write must not lose the curve.
-        tmp = self.metrics_path.with_name(f".{self.metrics_path.name}.tmp")
-        tmp.write_text("".join(ln + "\n" for ln in kept), encoding="utf-8")
-        os.replace(tmp, self.metrics_path)
+        if self.dist.is_main:
+            self.metrics.write(record)
 
     def validate_and_save(self) -> dict:
         record = {}
@@ -456,7 +397,7 @@ class Trainer:
         if self.dist.is_main:
             try:
                 self.save_dir.mkdir(parents=True, exist_ok=True)
-                self.trim_metrics()
+                self.metrics.trim(self.state.step)
             except OSError as exc:
                 raise TransformerMTError(
                     f"cannot write to run directory {self.save_dir}: "
@@ -476,30 +417,11 @@ class Trainer:
         previous_handlers = self._catch_signals()
         try:
             while not (reason := self.should_stop()):
-                started = time.monotonic()
-                group = self.next_group()
-                if group is None:
-                    self.state.epoch += 1
-                    self.state.epoch_position = 0
-                    continue
-                stats = self.train_step(group)
-                self.state.elapsed += time.monotonic() - started
-                window["time"] += time.monotonic() - started
-                if stats is None:
-                    self._skipped_update()
-                    continue
-                self._bad_in_a_row = 0
-                for key in ("loss", "nll", "tokens"):
-                    window[key] += stats[key] * (
-                        stats["tokens"] if key != "tokens" else 1
-                    )
-                window["steps"] += 1
-                if self.state.step % self.config.log_every == 0:
-                    self._report(progress, window, stats)
-                    window = dict.fromkeys(window, 0.0)
+                window = self._one_update(progress, window)
                 if (
                     self.config.valid_every
                     and self.state.step % self.config.valid_every == 0
+                    and saved_step != self.state.step
                 ):
                     last_valid = self.validate_and_save()
                     saved_step = self.state.step
@@ -523,6 +445,31 @@ class Trainer:
             "skipped_updates": self.state.skipped_updates,
             **last_valid,
         }
+
+    def _one_update(self, progress: Progress, window: dict) -> dict:
+        """Take the next update (or move to the next epoch) and account for it in
+        the logging ``window``; returns the window to carry on with."""
+        started = time.monotonic()
+        group = self.next_group()
+        if group is None:
+            self.state.epoch += 1
+            self.state.epoch_position = 0
+            return window
+        stats = self.train_step(group)
+        self.state.elapsed += time.monotonic() - started
+        window["time"] += time.monotonic() - started
+        if stats is None:
+            self._skipped_update()
+            return window
+        self._bad_in_a_row = 0
+        window["loss"] += stats["loss"] * stats["tokens"]
+        window["nll"] += stats["nll"] * stats["tokens"]
+        window["tokens"] += stats["tokens"]
+        window["steps"] += 1
+        if self.state.step % self.config.log_every == 0:
+            self._report(progress, window, stats)
+            return dict.fromkeys(window, 0.0)
+        return window
 
     def _log_start(self) -> None:
         if not self.dist.is_main:
@@ -623,13 +570,6 @@ class Trainer:
     def _restore_signals(handlers: dict) -> None:
         for sig, handler in handlers.items():
             signal.signal(sig, handler)
-
-
-def _step_of(line: str) -> int:
-    try:
-        return int(json.loads(line).get("step", 0))
-    except (json.JSONDecodeError, AttributeError):
-        return 1 << 62  # an unreadable (half-written) line is dropped
 
 
 def train(
