@@ -80,7 +80,15 @@ def attention_maps(model: Transformer, vocab: Vocabulary, text: str) -> Attentio
     translator = Translator(model, vocab, DecodeConfig(strategy="greedy"), device)
     src_ids = translator.encode([text])[0]
     tokens = translator.hypotheses([text])[0][0].tokens
+    return forced_attention(model, vocab, text, src_ids, tokens)
 
+
+def forced_attention(
+    model: Transformer, vocab: Vocabulary, text: str, src_ids: list, tokens: list
+) -> AttentionMaps:
+    """Weights of a teacher-forced pass over source ids ``src_ids`` (without EOS)
+    and target ids ``tokens`` (without BOS/EOS), e.g. a translation already made."""
+    device = next(model.parameters()).device
     src = source_tensor([src_ids]).to(device)  # (1, S)
     tgt_in = torch.tensor([[vocab.bos_id, *tokens]], device=device)  # (1, T)
     with torch.inference_mode():

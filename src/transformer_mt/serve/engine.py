@@ -10,9 +10,9 @@ from pathlib import Path
 import torch
 
 from .. import checkpoint
-from ..data.dataset import source_tensor
 from ..decode import Hypothesis, Translator
 from ..errors import TransformerMTError
+from ..inspect.attention import forced_attention
 from .batcher import Job
 
 log = logging.getLogger(__name__)
@@ -107,18 +107,15 @@ class TranslationEngine:
         """Weights of decoder layer ``layer`` (1-based) over the source, averaged
         over heads, from a teacher-forced pass over ``tokens``: one row per target
         piece (the translation, then "</s>"), one column per source piece."""
-        model, vocab = self.translator.model, self.translator.vocab
         src_ids = self.translator.encode([text])[0]
-        src = source_tensor([src_ids]).to(self.translator.device)  # (1, S)
-        tgt_in = torch.tensor([[vocab.bos_id, *tokens]], device=src.device)  # (1, T)
-        with torch.inference_mode():
-            memory, src_attend, _ = model.encode(src)
-            _, weights = model.decode(tgt_in, memory, src_attend, need_weights=True)
-        matrix = weights[layer - 1]["cross"][0].mean(0)  # (T, S)
+        maps = forced_attention(
+            self.translator.model, self.translator.vocab, text, src_ids, tokens
+        )
+        matrix = maps.cross[layer - 1].mean(0)  # (T, S)
         return {
             "layer": layer,
-            "source": vocab.pieces([*src_ids, vocab.eos_id]),
-            "target": vocab.pieces([*tokens, vocab.eos_id]),
+            "source": maps.src_pieces,
+            "target": maps.tgt_pieces,
             "weights": [[round(w, 5) for w in row] for row in matrix.tolist()],
         }
 
