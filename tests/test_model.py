@@ -163,19 +163,43 @@ def test_sequence_longer_than_max_positions_is_refused():
         model(random_tokens(1, 9), random_tokens(1, 3))
 
 
-def test_fused_inference_projection_equals_the_three_projections():
+def weighted_sum(tensors):
+    """A scalar to which each tensor contributes with its own weight."""
+    return sum(t.sum() * (i + 1) for i, t in enumerate(tensors))
+
+
+def test_stacked_projections_equal_the_separate_ones_with_gradients():
+    model = tiny_model().double()
+    attention = model.decoder_layers[0].cross_attention
+    x = torch.randn(2, 5, 32, dtype=torch.float64)
+    linears = (attention.q_proj, attention.k_proj, attention.v_proj)
+    for first, project in ((0, attention.project_qkv), (1, attention.project_kv)):
+        stacked = project(x)
+        weighted_sum(stacked).backward()
+        fused_grads = [m.weight.grad.clone() for m in linears[first:]]
+        model.zero_grad()
+        separate = [attention.split_heads(m(x)) for m in linears[first:]]
+        weighted_sum(separate).backward()
+        for a, b in zip(stacked, separate):
+            torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+        for m, g in zip(linears[first:], fused_grads):
+            torch.testing.assert_close(m.weight.grad, g, rtol=1e-12, atol=1e-12)
+        model.zero_grad()
+
+
+def test_cached_inference_projection_follows_in_place_changes():
     model = tiny_model()
     attention = model.decoder_layers[0].self_attention
     x = torch.randn(2, 5, 32)
-    separate = attention.project_qkv(x)  # gradients on: three projections
+    separate = attention.q_proj(x)
     with torch.inference_mode():
-        fused = attention.project_qkv(x)
+        cached = attention.project_qkv(x)[0]
         with torch.no_grad():
             attention.q_proj.weight.mul_(2.0)  # an in-place change must be seen
         changed = attention.project_qkv(x)[0]
-    for a, b in zip(separate, fused):
-        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-6)
-    torch.testing.assert_close(changed, 2 * separate[0], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(cached, attention.split_heads(separate))
+    expected = attention.split_heads(2 * separate - attention.q_proj.bias)
+    torch.testing.assert_close(changed, expected, atol=1e-5, rtol=1e-5)
 
 
 def test_bfloat16_attention_on_cpu_agrees_with_float32():

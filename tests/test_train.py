@@ -56,6 +56,28 @@ def test_resumed_run_reproduces_the_uninterrupted_run(reverse_data, tmp_path):
         torch.testing.assert_close(a[name], b[name], rtol=0, atol=0)
 
 
+def test_save_every_keeps_dense_checkpoints_between_validations(reverse_data, tmp_path):
+    config = TrainConfig(
+        max_steps=12,
+        max_tokens=300,
+        warmup=10,
+        valid_every=6,
+        save_every=2,
+        keep_last=4,
+        valid_bleu_sentences=0,
+        threads=1,
+    )
+    train(config, tiny_config(), reverse_data, tmp_path / "run")
+    steps = [
+        json.loads((p / "config.json").read_text())["step"]
+        for p in checkpoint.step_checkpoints(tmp_path / "run")
+    ]
+    assert steps == [6, 8, 10, 12]
+    records = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    valid_steps = [json.loads(r)["step"] for r in records if '"valid"' in r]
+    assert valid_steps == [6, 12]
+
+
 def test_gradient_accumulation_equals_one_big_batch(reverse_data, tmp_path):
     # Two batches of ~150 tokens accumulated must give the update of the same
     # sentences in one batch when the loss is normalised by the update's tokens.

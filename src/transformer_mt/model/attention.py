@@ -28,7 +28,8 @@ class MultiHeadAttention(nn.Module):
         for linear in (self.q_proj, self.k_proj, self.v_proj, self.out_proj):
             nn.init.xavier_uniform_(linear.weight)
             nn.init.zeros_(linear.bias)
-        self._fused_qkv: tuple | None = None  # (key, weight (3D, D), bias (3D,))
+        # first projection index (0: q, k, v; 1: k, v) -> (key, weight, bias)
+        self._stacked_cache: dict[int, tuple] = {}
 
     def split_heads(self, x: torch.Tensor) -> torch.Tensor:
         """(B, T, D) -> (B, H, T, D/H)"""
@@ -36,8 +37,11 @@ class MultiHeadAttention(nn.Module):
         return x.view(B, T, self.heads, self.head_dim).transpose(1, 2)
 
     def project_kv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(B, S, D) -> keys, values each (B, H, S, D/H)"""
-        return self.split_heads(self.k_proj(x)), self.split_heads(self.v_proj(x))
+        """(B, S, D) -> keys, values each (B, H, S, D/H), as one matrix product"""
+        if not self._plain_linears():
+            return self.split_heads(self.k_proj(x)), self.split_heads(self.v_proj(x))
+        k, v = F.linear(x, *self._stacked(1)).chunk(2, dim=-1)
+        return self.split_heads(k), self.split_heads(v)
 
     def project_qkv(
         self, x: torch.Tensor
@@ -45,13 +49,14 @@ class MultiHeadAttention(nn.Module):
         """Self-attention projections: (B, T, D) -> queries, keys, values each
         (B, H, T, D/H).
 
-        Without gradients (translation) the three projections run as one matrix
-        product: one call instead of three per layer and decoding step.
+        The three projections run as one (D -> 3D) matrix product: one larger
+        product keeps the CPU's vector units busier than three small ones, in
+        training and in every decoding step.
         """
-        if torch.is_grad_enabled() or not self._plain_linears():
+        if not self._plain_linears():
             q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
         else:
-            q, k, v = F.linear(x, *self._fused_weights()).chunk(3, dim=-1)
+            q, k, v = F.linear(x, *self._stacked(0)).chunk(3, dim=-1)
         return self.split_heads(q), self.split_heads(k), self.split_heads(v)
 
     def _plain_linears(self) -> bool:
@@ -60,18 +65,26 @@ class MultiHeadAttention(nn.Module):
             type(m) is nn.Linear for m in (self.q_proj, self.k_proj, self.v_proj)
         )
 
-    def _fused_weights(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """The q/k/v weights stacked (3D, D) and biases (3D,), rebuilt whenever a
-        parameter was replaced or changed in place since the last call."""
-        params = [
-            p for m in (self.q_proj, self.k_proj, self.v_proj) for p in m.parameters()
-        ]
-        key = tuple((p.data_ptr(), p._version, p.device, p.dtype) for p in params)
-        if self._fused_qkv is None or self._fused_qkv[0] != key:
-            weight = torch.cat([p for p in params if p.dim() == 2])  # (3D, D)
-            bias = torch.cat([p for p in params if p.dim() == 1])  # (3D,)
-            self._fused_qkv = (key, weight, bias)
-        return self._fused_qkv[1], self._fused_qkv[2]
+    def _stacked(self, first: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Weights (nD, D) and biases (nD,) of the projections q, k, v from index
+        ``first`` on, stacked. With gradients they are concatenated afresh (the
+        concatenation passes gradients back to each projection); without, the
+        stacked copy is cached and rebuilt whenever a parameter was replaced or
+        changed in place since the last call."""
+        linears = (self.q_proj, self.k_proj, self.v_proj)[first:]
+        if torch.is_grad_enabled():
+            return (
+                torch.cat([m.weight for m in linears]),
+                torch.cat([m.bias for m in linears]),
+            )
+        params = [p for m in linears for p in (m.weight, m.bias)]
+        key = (first, *((p.data_ptr(), p._version, p.device, p.dtype) for p in params))
+        cached = self._stacked_cache.get(first)
+        if cached is None or cached[0] != key:
+            weight = torch.cat(params[0::2])  # (nD, D)
+            bias = torch.cat(params[1::2])  # (nD,)
+            cached = self._stacked_cache[first] = (key, weight, bias)
+        return cached[1], cached[2]
 
     def forward(
         self,

@@ -66,6 +66,13 @@ class TrainConfig:
         default=500,
         metadata={"help": "validation sentences decoded for BLEU (0: none)"},
     )
+    save_every: int = field(
+        default=0,
+        metadata={
+            "help": "steps between extra checkpoints without validation (0: only "
+            "at validations); dense final checkpoints make averaging work"
+        },
+    )
     keep_last: int = field(default=5, metadata={"help": "step checkpoints kept"})
     max_bad_steps: int = field(
         default=5, metadata={"help": "consecutive non-finite updates before stopping"}
@@ -100,6 +107,7 @@ class TrainConfig:
             "max_steps",
             "max_epochs",
             "valid_every",
+            "save_every",
             "update_tokens",
             "valid_bleu_sentences",
             "threads",

@@ -425,6 +425,14 @@ class Trainer:
                 ):
                     last_valid = self.validate_and_save()
                     saved_step = self.state.step
+                elif (
+                    self.config.save_every
+                    and self.state.step % self.config.save_every == 0
+                    and saved_step != self.state.step
+                ):
+                    self.save()
+                    barrier(self.dist)
+                    saved_step = self.state.step
         finally:
             self._restore_signals(previous_handlers)
             progress.close()
