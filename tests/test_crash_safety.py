@@ -185,3 +185,35 @@ def test_failed_checkpoint_write_is_one_line_and_keeps_the_last_one(
         assert last_line.startswith(
             f"transformer-mt translate: error: cannot write translations to {output}"
         )
+
+
+def _damage(path):
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def test_resume_falls_back_past_a_damaged_newest_checkpoint(reverse_data, tmp_path):
+    run, reference = tmp_path / "run", tmp_path / "reference"
+    short_run(reverse_data, reference, 10)
+    short_run(reverse_data, run, 10)
+    _damage(run / "checkpoint_000010" / "model.safetensors")
+    summary = short_run(reverse_data, run, 10)  # resumes from step 5
+    assert summary["step"] == 10
+    assert (run / "checkpoint_000010.corrupt" / "model.safetensors").exists()
+    redone = load_file(run / "checkpoint_000010" / "model.safetensors")
+    expected = load_file(reference / "checkpoint_000010" / "model.safetensors")
+    for name in expected:
+        torch.testing.assert_close(redone[name], expected[name], rtol=0, atol=0)
+
+
+def test_resume_with_every_checkpoint_damaged_names_each_problem(
+    reverse_data, tmp_path
+):
+    run = tmp_path / "run"
+    short_run(reverse_data, run, 10)
+    for step in (5, 10):
+        _damage(run / f"checkpoint_{step:06d}" / "optimizer.safetensors")
+    with pytest.raises(TransformerMTError, match="no checkpoint could be loaded") as e:
+        short_run(reverse_data, run, 15)
+    assert "checkpoint_000005" in str(e.value) and "checkpoint_000010" in str(e.value)

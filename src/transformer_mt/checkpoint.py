@@ -200,6 +200,34 @@ def step_checkpoints(run_dir: str | Path) -> list[Path]:
     return [p for _, p in sorted(found)]
 
 
+def load_newest(run_dir: str | Path, set_aside: bool = True) -> Checkpoint | None:
+    """The newest step checkpoint of ``run_dir`` that loads and verifies, or None
+    when the run has none.
+
+    A damaged checkpoint (a file changed or cut short after it was written) is
+    skipped with a warning naming the problem, and, if ``set_aside``, renamed to
+    NAME.corrupt so that it is kept for inspection but never tried again. Only
+    when every checkpoint fails is that an error, listing each problem.
+    """
+    problems = []
+    for directory in reversed(step_checkpoints(run_dir)):
+        try:
+            return load(directory)
+        except TransformerMTError as exc:
+            problems.append(str(exc))
+            log.warning("skipping damaged checkpoint: %s", exc)
+            if set_aside:
+                aside = directory.with_name(directory.name + ".corrupt")
+                shutil.rmtree(aside, ignore_errors=True)
+                os.rename(directory, aside)
+                log.warning("renamed %s to %s", directory, aside.name)
+    if problems:
+        raise TransformerMTError(
+            f"{run_dir}: no checkpoint could be loaded: " + "; ".join(problems)
+        )
+    return None
+
+
 def _process_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)

@@ -119,13 +119,19 @@ class Trainer:
         if self.dist.is_main:
             checkpoint.clean_stale(self.save_dir)
         barrier(self.dist)
-        found = checkpoint.step_checkpoints(self.save_dir) if resume else []
-        if resume and not found:
+        # A damaged newest checkpoint falls back to the one before; only the
+        # main process sets damaged ones aside.
+        ckpt = (
+            checkpoint.load_newest(self.save_dir, set_aside=self.dist.is_main)
+            if resume
+            else None
+        )
+        barrier(self.dist)
+        if resume and ckpt is None:
             log.info(
                 "no checkpoint in %s to resume from; starting fresh", self.save_dir
             )
-        if found:
-            ckpt = checkpoint.load(found[-1])
+        if ckpt is not None:
             checkpoint.check_vocab(ckpt, self.vocab, f"data directory {self.data_dir}")
             self.model = ckpt.build_model(self.device).train()
         else:
@@ -140,7 +146,7 @@ class Trainer:
             betas=(c.adam_beta1, c.adam_beta2),
             eps=c.adam_eps,
         )
-        if found:
+        if ckpt is not None:
             self._restore(ckpt)
         if self.dist.enabled:
             # Same initial weights on every rank (seeded above), but each rank
