@@ -185,6 +185,20 @@ def test_failed_checkpoint_write_is_one_line_and_keeps_the_last_one(
         assert last_line.startswith(
             f"transformer-mt translate: error: cannot write translations to {output}"
         )
+        result = run_cli(
+            "evaluate",
+            *("--checkpoint", run, "--data", reverse_data, "--split", "test"),
+            *("--output", output),
+            check=False,
+        )
+        assert result.returncode == 1
+        assert (
+            result.stderr.decode()
+            .splitlines()[-1]
+            .startswith(
+                f"transformer-mt evaluate: error: cannot write translations to {output}"
+            )
+        )
 
 
 def _damage(path):

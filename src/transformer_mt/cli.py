@@ -210,9 +210,7 @@ def cmd_evaluate(args) -> None:
         translator = load_translator(args)
         hyps, refs = translator.translate(read_lines(src_path)), read_lines(ref_path)
         if args.output:
-            Path(args.output).write_text(
-                "".join(h + "\n" for h in hyps), encoding="utf-8"
-            )
+            write_output(args.output, [one_line(h) for h in hyps])
     else:
         raise TransformerMTError("give --hyp and --ref, or --checkpoint and --data")
     result = score(hyps, refs, lowercase=args.lowercase)
