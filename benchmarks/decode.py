@@ -34,28 +34,15 @@ def marian_from(ckpt):
     """A MarianMTModel holding our weights: same architecture, post-norm, ReLU,
     shared embeddings, our (interleaved) sinusoid table copied in."""
     import torch
-    from transformers import MarianConfig, MarianMTModel
+    from peers import marian_config  # benchmarks/ is sys.path[0] for a script
+    from transformers import MarianMTModel
 
     c, vocab = ckpt.model_config, ckpt.vocab
-    config = MarianConfig(
-        vocab_size=c.vocab_size,
-        d_model=c.d_model,
-        encoder_layers=c.encoder_layers,
-        decoder_layers=c.decoder_layers,
-        encoder_attention_heads=c.heads,
-        decoder_attention_heads=c.heads,
-        encoder_ffn_dim=c.d_ff,
-        decoder_ffn_dim=c.d_ff,
-        activation_function="relu",
-        max_position_embeddings=c.max_positions,
-        scale_embedding=True,
-        share_encoder_decoder_embeddings=True,
-        tie_word_embeddings=True,
-        pad_token_id=vocab.pad_id,
-        eos_token_id=vocab.eos_id,
-        decoder_start_token_id=vocab.bos_id,
-        forced_eos_token_id=None,
-        dropout=0.0,
+    config = marian_config(c)
+    assert (vocab.pad_id, vocab.bos_id, vocab.eos_id) == (
+        config.pad_token_id,
+        config.decoder_start_token_id,
+        config.eos_token_id,
     )
     hf = MarianMTModel(config).eval()
     _copy_weights(ckpt.build_model(), hf.model, c)

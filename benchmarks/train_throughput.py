@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 
 import torch
+from peers import marian_config  # benchmarks/ is on sys.path when run as a script
 from torch import nn
 
 from transformer_mt.data.dataset import TokenPairs, collate, token_batches
@@ -87,32 +88,10 @@ class TorchNNTransformer(nn.Module):
 class Marian(nn.Module):
     def __init__(self, config) -> None:
         super().__init__()
-        from transformers import MarianConfig, MarianMTModel
+        from transformers import MarianMTModel
 
         self.config = config
-        self.model = MarianMTModel(
-            MarianConfig(
-                vocab_size=config.vocab_size,
-                d_model=config.d_model,
-                encoder_layers=config.encoder_layers,
-                decoder_layers=config.decoder_layers,
-                encoder_attention_heads=config.heads,
-                decoder_attention_heads=config.heads,
-                encoder_ffn_dim=config.d_ff,
-                decoder_ffn_dim=config.d_ff,
-                activation_function="relu",
-                dropout=config.dropout,
-                attention_dropout=0.0,
-                activation_dropout=0.0,
-                max_position_embeddings=config.max_positions,
-                scale_embedding=True,
-                pad_token_id=0,
-                eos_token_id=3,
-                decoder_start_token_id=2,
-                share_encoder_decoder_embeddings=True,
-                tie_word_embeddings=True,
-            )
-        )
+        self.model = MarianMTModel(marian_config(config, dropout=config.dropout))
 
     def forward(self, src, tgt_in):
         return self.model(
