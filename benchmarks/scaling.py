@@ -14,9 +14,10 @@ import argparse
 import json
 import os
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
+
+from transformer_mt.distributed import local_command
 
 
 def run(data: str, steps: int, nproc: int, preset: str, max_tokens: int) -> dict:
@@ -47,18 +48,8 @@ def run(data: str, steps: int, nproc: int, preset: str, max_tokens: int) -> dict
         "400",
     ]
     if nproc == 1:
-        command = [sys.executable, "-m", "transformer_mt", *train, "--threads", "2"]
-    else:
-        command = [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--standalone",
-            f"--nproc_per_node={nproc}",
-            "-m",
-            "transformer_mt",
-            *train,
-        ]
+        train += ["--threads", "2"]
+    command = local_command(nproc, *train)
     subprocess.run(command, check=True, env=env, capture_output=True)
     records = [
         json.loads(x) for x in Path(save, "metrics.jsonl").read_text().splitlines()

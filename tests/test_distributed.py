@@ -3,29 +3,20 @@
 import json
 import os
 import subprocess
-import sys
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
 from transformer_mt import checkpoint
+from transformer_mt.distributed import local_command
 
 from .conftest import run_cli
 
 
 def torchrun(*args, nproc: int, timeout: int = 300):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        f"--nproc_per_node={nproc}",
-        "-m",
-        "transformer_mt",
-        *map(str, args),
-    ]
+    command = local_command(nproc, *args)
     result = subprocess.run(command, capture_output=True, timeout=timeout, env=env)
     assert result.returncode == 0, result.stderr.decode()[-3000:]
     return result

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass
 
 import torch
@@ -54,3 +55,20 @@ def barrier(info: DistInfo) -> None:
 def shutdown(info: DistInfo) -> None:
     if info.enabled and dist.is_initialized():
         dist.destroy_process_group()
+
+
+def local_command(nproc: int, *args: str) -> list[str]:
+    """The command line that runs ``transformer-mt ARGS`` in ``nproc`` processes on
+    this machine: the CLI itself for one, ``torchrun --standalone`` for more."""
+    if nproc == 1:
+        return [sys.executable, "-m", "transformer_mt", *map(str, args)]
+    return [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc_per_node={nproc}",
+        "-m",
+        "transformer_mt",
+        *map(str, args),
+    ]
