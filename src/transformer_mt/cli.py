@@ -134,7 +134,7 @@ def load_translator(args):
 
     from .decode import DecodeConfig
     from .export.backends import load_translator as load_backend
-    from .train.trainer import pick_device
+    from .train.state import pick_device
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -260,7 +260,7 @@ def cmd_serve(args) -> None:
     import torch
 
     from .serve import ServeConfig, run_server
-    from .train.trainer import pick_device
+    from .train.state import pick_device
 
     if args.threads:
         torch.set_num_threads(args.threads)

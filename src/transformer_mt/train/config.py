@@ -129,3 +129,23 @@ class TrainConfig:
     @property
     def max_seconds(self) -> float:
         return parse_duration(self.max_time)
+
+    def limit_reached(self, state) -> str:
+        """Why training must stop at ``state`` (a TrainState), or ""."""
+        if self.max_steps and state.step >= self.max_steps:
+            return f"reached max_steps={self.max_steps}"
+        if self.max_epochs and state.epoch > self.max_epochs:
+            return f"reached max_epochs={self.max_epochs}"
+        if self.max_seconds and state.elapsed >= self.max_seconds:
+            return f"reached max_time={self.max_time}"
+        return ""
+
+    def seconds_left(self, state, seconds_per_step: float) -> float | None:
+        """Estimated seconds to the nearest step or time limit (None: no limit
+        but epochs)."""
+        options = []
+        if self.max_steps:
+            options.append((self.max_steps - state.step) * seconds_per_step)
+        if self.max_seconds:
+            options.append(self.max_seconds - state.elapsed)
+        return min(options) if options else None

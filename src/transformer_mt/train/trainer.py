@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import logging
 import math
-import signal
 import time
 from pathlib import Path
 
@@ -25,42 +23,13 @@ from ..progress import Progress, format_duration
 from ..vocab import Vocabulary
 from .config import TrainConfig
 from .loss import label_smoothed_loss
-from .metrics import MetricsLog
+from .metrics import MetricsLog, describe_run, train_record
 from .schedule import inverse_sqrt_lr
+from .state import DATA_ORDER_FIELDS, StopRequest, TrainState, pick_device
 from .tensorboard import TensorBoardLog
 from .validation import greedy_bleu, validation_loss
 
 log = logging.getLogger(__name__)
-
-# Fields that decide which batches come in which order: a resume that changes
-# them continues, but not along the same path as the uninterrupted run.
-DATA_ORDER_FIELDS = ("max_tokens", "update_freq", "update_tokens", "seed")
-
-
-@dataclasses.dataclass
-class TrainState:
-    step: int = 0
-    epoch: int = 1
-    epoch_position: int = 0  # global batches of this epoch already consumed
-    tokens_seen: int = 0
-    elapsed: float = 0.0  # training seconds, over all sessions
-    best_valid_loss: float = math.inf
-    skipped_updates: int = 0
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise TransformerMTError(
-            f"device={name!r} asked for, but no CUDA device is available"
-        )
-    try:
-        return torch.device(name)
-    except RuntimeError:
-        raise TransformerMTError(
-            f"device={name!r} is not a device torch knows"
-        ) from None
 
 
 class Trainer:
@@ -97,7 +66,7 @@ class Trainer:
         self.update_freq = self._update_freq()
         self.state = TrainState()
         self._epoch_cache: tuple[int, list] | None = None
-        self.stop_reason = ""
+        self.stop = StopRequest()
         self._setup_model(model_config, resume)
         tensorboard = None
         if config.tensorboard and self.dist.is_main:
@@ -378,25 +347,10 @@ class Trainer:
     # ---- the loop -------------------------------------------------------------
 
     def should_stop(self) -> str:
-        c = self.config
-        if self.stop_reason:
-            return self.stop_reason
-        if c.max_steps and self.state.step >= c.max_steps:
-            return f"reached max_steps={c.max_steps}"
-        if c.max_epochs and self.state.epoch > c.max_epochs:
-            return f"reached max_epochs={c.max_epochs}"
-        if c.max_seconds and self.state.elapsed >= c.max_seconds:
-            return f"reached max_time={c.max_time}"
-        return ""
+        return self.stop.reason or self.config.limit_reached(self.state)
 
     def eta(self, seconds_per_step: float) -> float | None:
-        c, s = self.config, self.state
-        options = []
-        if c.max_steps:
-            options.append((c.max_steps - s.step) * seconds_per_step)
-        if c.max_seconds:
-            options.append(c.max_seconds - s.elapsed)
-        return min(options) if options else None
+        return self.config.seconds_left(self.state, seconds_per_step)
 
     def fit(self) -> dict:
         """Train until a stop condition; returns a summary of the run."""
@@ -420,7 +374,7 @@ class Trainer:
         window = {"loss": 0.0, "nll": 0.0, "tokens": 0.0, "steps": 0, "time": 0.0}
         last_valid: dict = {}
         saved_step = -1
-        previous_handlers = self._catch_signals()
+        self.stop.catch_signals()
         try:
             while not (reason := self.should_stop()):
                 window = self._one_update(progress, window)
@@ -440,7 +394,7 @@ class Trainer:
                     barrier(self.dist)
                     saved_step = self.state.step
         finally:
-            self._restore_signals(previous_handlers)
+            self.stop.restore_signals()
             progress.close()
         if saved_step != self.state.step:  # every rank decides alike: no lone barrier
             last_valid = self.validate_and_save()
@@ -486,35 +440,17 @@ class Trainer:
         return window
 
     def _log_start(self) -> None:
-        if not self.dist.is_main:
-            return
-        params = self.model.num_parameters()
-        log.info(
-            "model %s, %.2fM parameters | device %s | precision %s | %d process(es)"
-            " | %d batches/update, max_tokens %d | %d training pairs",
-            json.dumps(
-                {
-                    k: v
-                    for k, v in self.model.config.to_dict().items()
-                    if k
-                    in (
-                        "d_model",
-                        "d_ff",
-                        "heads",
-                        "encoder_layers",
-                        "decoder_layers",
-                        "norm",
-                    )
-                }
-            ),
-            params / 1e6,
-            self.device,
-            self.config.precision,
-            self.dist.world_size,
-            self.update_freq,
-            self.config.max_tokens,
-            len(self.train_data),
-        )
+        if self.dist.is_main:
+            log.info(
+                describe_run(
+                    self.model,
+                    self.device,
+                    self.config,
+                    self.dist.world_size,
+                    self.update_freq,
+                    len(self.train_data),
+                )
+            )
 
     def _skipped_update(self) -> None:
         self.state.skipped_updates += 1
@@ -535,55 +471,10 @@ class Trainer:
             )
 
     def _report(self, progress: Progress, window: dict, stats: dict) -> None:
-        tokens = max(window["tokens"], 1.0)
-        loss, nll = window["loss"] / tokens, window["nll"] / tokens
-        speed = window["tokens"] / max(window["time"], 1e-9)
         eta = self.eta(window["time"] / max(window["steps"], 1))
-        record = {
-            "kind": "train",
-            "step": self.state.step,
-            "epoch": self.state.epoch,
-            "loss": loss,
-            "nll": nll,
-            "ppl": math.exp(min(nll, 50.0)),
-            "lr": stats["lr"],
-            "tokens_per_s": speed,
-            "grad_norm": stats["grad_norm"],
-            "elapsed": self.state.elapsed,
-        }
+        record, fields = train_record(self.state, window, stats, eta)
         self.write_metrics(record)
-        fields = {
-            "epoch": self.state.epoch,
-            "loss": f"{loss:.3f}",
-            "ppl": f"{record['ppl']:.2f}",
-            "lr": f"{stats['lr']:.2e}",
-            "tok/s": f"{speed:,.0f}",
-            "elapsed": format_duration(self.state.elapsed),
-        }
-        if eta is not None:
-            fields["eta"] = format_duration(eta)
         progress.update(self.state.step, fields)
-
-    def _catch_signals(self) -> dict:
-        def request_stop(signum, frame):
-            if self.stop_reason:  # a second Ctrl-C stops at once
-                raise KeyboardInterrupt
-            self.stop_reason = f"interrupted by {signal.Signals(signum).name}"
-            log.warning(
-                "%s: finishing this update, then saving; press again to abort",
-                self.stop_reason,
-            )
-
-        handlers = {}
-        with contextlib.suppress(ValueError):  # not the main thread: leave handlers
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                handlers[sig] = signal.signal(sig, request_stop)
-        return handlers
-
-    @staticmethod
-    def _restore_signals(handlers: dict) -> None:
-        for sig, handler in handlers.items():
-            signal.signal(sig, handler)
 
 
 def train(
