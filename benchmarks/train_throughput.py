@@ -115,15 +115,20 @@ def matmul_ceiling(dtype: torch.dtype, n: int = 2048, repeats: int = 10) -> floa
 class Runner:
     """One system: model, optimizer and the timing it has accumulated."""
 
-    def __init__(self, name, config, precision: str) -> None:
+    def __init__(self, name, precision, compiled=False, *, config) -> None:
         torch.manual_seed(0)
         self.name, self.precision = name, precision
+        self.key = name + ("_bf16" if precision == "bfloat16" else "")
+        self.key += "_compiled" if compiled else ""
         self.model = SYSTEMS[name](config).train()
         self.optimizer = torch.optim.Adam(
             self.model.parameters(), lr=1e-4, betas=(0.9, 0.98), eps=1e-9
         )
+        if compiled:  # after the optimizer took the parameters
+            self.model = torch.compile(self.model, dynamic=True)
         self.seconds = 0.0
         self.tokens = 0
+        self.warm_up_seconds = 0.0
 
     def step(self, batch) -> None:
         autocast = torch.autocast(
@@ -150,9 +155,12 @@ class Runner:
 
 def measure(preset_name, vocab_size, batches, rounds, per_round, systems) -> dict:
     config = preset(preset_name, vocab_size=vocab_size)
-    runners = [Runner(name, config, precision) for name, precision in systems]
+    runners = [Runner(*system, config=config) for system in systems]
     for runner in runners:
-        runner.step(batches[0])  # warm-up: allocator, kernels
+        start = time.perf_counter()
+        runner.step(batches[0])  # warm-up: allocator, kernels, compilation
+        runner.step(batches[-1])  # a second shape: no recompilation after this
+        runner.warm_up_seconds = time.perf_counter() - start
     for r in range(rounds):
         chunk = batches[r * per_round : (r + 1) * per_round]
         for runner in runners:
@@ -163,8 +171,8 @@ def measure(preset_name, vocab_size, batches, rounds, per_round, systems) -> dic
     per_token = flops_per_token(config, non_embedding, int(mean_len))["training"]
     rows = {}
     for runner in runners:
-        key = runner.name if runner.precision == "float32" else f"{runner.name}_bf16"
-        rows[key] = {
+        rows[runner.key] = {
+            "warm_up_seconds": runner.warm_up_seconds,
             "target_tokens_per_s": runner.tokens_per_s,
             "model_flops_per_s": runner.tokens_per_s * per_token,
             "steps": runner.tokens and rounds * per_round,
@@ -201,10 +209,10 @@ def main() -> None:
         "bfloat16": matmul_ceiling(torch.bfloat16),
     }
     systems = [
-        (name, precision)
-        for precision in args.precisions
-        for name in ("ours", "torch_nn", "marian")
+        (name, precision) for precision in args.precisions for name in ("ours", *PEERS)
     ]
+    if args.compile:
+        systems += [("ours", precision, True) for precision in args.precisions]
     results = []
     for name in args.presets:
         result = measure(
@@ -212,16 +220,21 @@ def main() -> None:
         )
         rows = result["systems"]
         for key, row in rows.items():
-            bf16 = key.endswith("_bf16")
+            bf16 = "_bf16" in key
             ceiling = ceilings["bfloat16" if bf16 else "float32"]
             row["fraction_of_matmul_ceiling"] = row["model_flops_per_s"] / ceiling
             ours = rows["ours_bf16" if bf16 else "ours"]["target_tokens_per_s"]
             row["ours_same_precision_over_this"] = ours / row["target_tokens_per_s"]
+        # ours (eager or compiled, either precision) over the faster eager peer
+        # of the same precision
         result["ours_over_faster_peer"] = {
-            precision: rows[f"ours{suffix}"]["target_tokens_per_s"]
-            / max(rows[f"{peer}{suffix}"]["target_tokens_per_s"] for peer in PEERS)
-            for precision, suffix in (("float32", ""), ("bfloat16", "_bf16"))
-            if f"ours{suffix}" in rows
+            key: row["target_tokens_per_s"]
+            / max(
+                rows[peer + ("_bf16" if "_bf16" in key else "")]["target_tokens_per_s"]
+                for peer in PEERS
+            )
+            for key, row in rows.items()
+            if key.startswith("ours")
         }
         results.append(result)
         print(json.dumps(result, indent=2), flush=True)
