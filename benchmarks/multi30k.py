@@ -4,8 +4,9 @@ test_2016_flickr with beam search, and score with sacreBLEU.
     python benchmarks/multi30k.py --src de --tgt en --minutes 60
     python benchmarks/multi30k.py --src en --tgt de --minutes 60
 
-Model selection uses the validation set only (validation BLEU picks how
-many final checkpoints to average); the test set is translated once at the end.
+Model selection uses the validation set only (validation BLEU picks how many
+final checkpoints to average, then the beam size and length penalty); the test set
+is translated once at the end.
 Each stage runs the real CLI, so the commands in the JSON are the recipe.
 Writes benchmarks/results/multi30k_SRC-TGT.json.
 """
@@ -105,6 +106,18 @@ def main() -> None:
         candidates[n] = scores["bleu"]
     best_n = max(candidates, key=candidates.get)
     chosen = work / f"avg{best_n}"
+    # ... and the beam size and length penalty, also on the validation split.
+    decoding = {(4, 0.6): candidates[best_n]}  # the setting used above
+    for beam, penalty in ((4, 1.0), (8, 0.6), (8, 1.0)):
+        scores = json.loads(
+            cli(
+                *("evaluate", "--checkpoint", chosen, "--data", data),
+                *("--split", "valid", "--beam-size", beam),
+                *("--length-penalty", penalty),
+            )
+        )
+        decoding[beam, penalty] = scores["bleu"]
+    beam, penalty = max(decoding, key=decoding.get)
     hyp = work / "test.hyp"
     test = json.loads(
         cli(
@@ -117,6 +130,7 @@ def main() -> None:
             "test",
             "--output",
             hyp,
+            *("--beam-size", beam, "--length-penalty", penalty),
         )
     )
     lower = json.loads(
@@ -136,7 +150,10 @@ def main() -> None:
         "wall_minutes": (time.monotonic() - started) / 60,
         "parameters": info.get("parameters", {}).get("total"),
         "train_command": "transformer-mt " + " ".join(map(str, train_args)),
-        "decoding": "beam 4, length penalty 0.6, max length source + 50",
+        "valid_bleu_by_beam_and_length_penalty": {
+            f"beam {b}, lp {lp}": bleu for (b, lp), bleu in decoding.items()
+        },
+        "decoding": f"beam {beam}, length penalty {penalty}, max length source + 50",
         "machine": f"{os.cpu_count()} CPU cores",
         "threads": args.threads or os.cpu_count(),
         "allocator": os.environ.get("LD_PRELOAD") or "glibc malloc",
