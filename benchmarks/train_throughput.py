@@ -194,6 +194,14 @@ def main() -> None:
     parser.add_argument("--per-round", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--precisions", nargs="+", default=["float32", "bfloat16"])
+    parser.add_argument(
+        "--compile",
+        nargs="*",
+        default=[],
+        metavar="PRESET",
+        help="presets for which our model is also timed under torch.compile "
+        "(peers stay eager)",
+    )
     parser.add_argument("--out", default="benchmarks/results/train_throughput.json")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -211,12 +219,16 @@ def main() -> None:
     systems = [
         (name, precision) for precision in args.precisions for name in ("ours", *PEERS)
     ]
-    if args.compile:
-        systems += [("ours", precision, True) for precision in args.precisions]
+    compiled = [("ours", precision, True) for precision in args.precisions]
     results = []
     for name in args.presets:
         result = measure(
-            name, len(vocab), batches, args.rounds, args.per_round, systems
+            name,
+            len(vocab),
+            batches,
+            args.rounds,
+            args.per_round,
+            systems + (compiled if name in args.compile else []),
         )
         rows = result["systems"]
         for key, row in rows.items():
