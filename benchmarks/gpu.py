@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from transformer_mt.model import Transformer, preset
-from transformer_mt.train.loss import label_smoothed_loss
+from transformer_mt.train.loss import SmoothedLossObjective
 
 
 def sync(device: torch.device) -> None:
@@ -84,10 +84,11 @@ def main() -> None:
     src = torch.randint(4, args.vocab_size, (rows, args.length), device=device)
     tgt = torch.randint(4, args.vocab_size, (rows, args.length + 1), device=device)
 
+    objective = SmoothedLossObjective(model, 0.1)  # what the trainer runs
+
     def step() -> None:
         with torch.autocast(device.type, dtype=dtype):
-            logits = model(src, tgt[:, :-1])
-        loss, _ = label_smoothed_loss(logits, tgt[:, 1:], 0.1, 0)
+            loss, _ = objective(src, tgt[:, :-1], tgt[:, 1:])
         (loss / tgt[:, 1:].numel()).backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)

@@ -4,12 +4,22 @@ On the same Multi30k batches (about 4,000 target tokens each, joint vocabulary o
 the prepared directory) it times full training steps (forward, label-smoothed loss,
 backward, Adam) of one architecture implemented three ways:
 
-  ours       transformer_mt.model.Transformer
-  torch_nn   torch.nn.Transformer with the same embeddings, loss and optimizer
-  marian     Hugging Face MarianMTModel of the same sizes, same loss and optimizer
+  ours         transformer_mt.model.Transformer with the trainer's objective
+               (train.loss.SmoothedLossObjective: output projection and loss in
+               one step over the non-padding rows)
+  ours_logits  the same model through full (B, T, V) logits and the peers' loss:
+               what the model alone contributes
+  torch_nn     torch.nn.Transformer with the same embeddings and optimizer
+  marian       Hugging Face MarianMTModel of the same sizes, same optimizer
 
-and reports target tokens/s, the ratio of ours to each peer, and model FLOP/s as a
-fraction of a float32 (and bfloat16) matmul ceiling measured in the same run.
+The peers (and ours_logits) are scored with PyTorch's own label-smoothed
+``F.cross_entropy`` (smoothing 0.1, padding ignored), the fastest stock loss
+for them (``--peer-loss plain`` uses our reference ``label_smoothed_loss``
+instead). The loss definitions differ only in where the smoothing mass goes
+(torch: eps/V on every token; ours: eps/(V-1) on the non-gold ones); the work is
+the same. It reports target tokens/s, the ratio of ours to each peer, and model
+FLOP/s as a fraction of a float32 (and bfloat16) matmul ceiling measured in the
+same run.
 Systems take turns in rounds so machine noise hits all of them alike.
 
     python benchmarks/train_throughput.py --data runs/demo/data --presets small base
@@ -27,6 +37,7 @@ import time
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from peers import marian_config  # benchmarks/ is on sys.path when run as a script
 from torch import nn
 
@@ -34,7 +45,7 @@ from transformer_mt.data.dataset import TokenPairs, collate, token_batches
 from transformer_mt.inspect.info import count_parameters, flops_per_token
 from transformer_mt.model import Transformer, preset
 from transformer_mt.model.embeddings import ScaledEmbedding, SinusoidalPositions
-from transformer_mt.train.loss import label_smoothed_loss
+from transformer_mt.train.loss import SmoothedLossObjective, label_smoothed_loss
 from transformer_mt.vocab import Vocabulary
 
 
@@ -99,8 +110,30 @@ class Marian(nn.Module):
         ).logits
 
 
-SYSTEMS = {"ours": Transformer, "torch_nn": TorchNNTransformer, "marian": Marian}
+SYSTEMS = {
+    "ours": Transformer,
+    "ours_logits": Transformer,
+    "torch_nn": TorchNNTransformer,
+    "marian": Marian,
+}
 PEERS = ("torch_nn", "marian")
+
+
+def peer_loss(kind: str):
+    """(logits (B, T, V), target (B, T)) -> summed smoothed loss, padding 0."""
+    if kind == "plain":
+        return lambda logits, target: label_smoothed_loss(logits, target, 0.1, 0)[0]
+
+    def cross_entropy(logits, target):
+        return F.cross_entropy(
+            logits.float().flatten(0, 1),
+            target.flatten(),
+            ignore_index=0,
+            label_smoothing=0.1,
+            reduction="sum",
+        )
+
+    return cross_entropy
 
 
 def matmul_ceiling(dtype: torch.dtype, n: int = 2048, repeats: int = 10) -> float:
@@ -115,7 +148,7 @@ def matmul_ceiling(dtype: torch.dtype, n: int = 2048, repeats: int = 10) -> floa
 class Runner:
     """One system: model, optimizer and the timing it has accumulated."""
 
-    def __init__(self, name, precision, compiled=False, *, config) -> None:
+    def __init__(self, name, precision, compiled=False, *, config, loss) -> None:
         torch.manual_seed(0)
         self.name, self.precision = name, precision
         self.key = name + ("_bf16" if precision == "bfloat16" else "")
@@ -124,8 +157,14 @@ class Runner:
         self.optimizer = torch.optim.Adam(
             self.model.parameters(), lr=1e-4, betas=(0.9, 0.98), eps=1e-9
         )
+        self.objective = None
+        if name == "ours":  # exactly what the trainer runs
+            self.objective = SmoothedLossObjective(self.model, 0.1)
+        self.loss = loss
         if compiled:  # after the optimizer took the parameters
             self.model = torch.compile(self.model, dynamic=True)
+            if self.objective is not None:
+                self.objective = torch.compile(self.objective, dynamic=True)
         self.seconds = 0.0
         self.tokens = 0
         self.warm_up_seconds = 0.0
@@ -135,8 +174,10 @@ class Runner:
             "cpu", dtype=torch.bfloat16, enabled=self.precision == "bfloat16"
         )
         with autocast:
-            logits = self.model(batch.src, batch.tgt_in)
-        loss, _ = label_smoothed_loss(logits, batch.tgt_out, 0.1, 0)
+            if self.objective is not None:
+                loss, _ = self.objective(batch.src, batch.tgt_in, batch.tgt_out)
+            else:
+                loss = self.loss(self.model(batch.src, batch.tgt_in), batch.tgt_out)
         (loss / batch.ntokens).backward()
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
@@ -153,9 +194,9 @@ class Runner:
         return self.tokens / self.seconds
 
 
-def measure(preset_name, vocab_size, batches, rounds, per_round, systems) -> dict:
+def measure(preset_name, vocab_size, batches, rounds, per_round, systems, loss):
     config = preset(preset_name, vocab_size=vocab_size)
-    runners = [Runner(*system, config=config) for system in systems]
+    runners = [Runner(*system, config=config, loss=loss) for system in systems]
     for runner in runners:
         start = time.perf_counter()
         runner.step(batches[0])  # warm-up: allocator, kernels, compilation
@@ -195,6 +236,16 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--precisions", nargs="+", default=["float32", "bfloat16"])
     parser.add_argument(
+        "--systems",
+        nargs="+",
+        default=list(SYSTEMS),
+        choices=list(SYSTEMS),
+        help="ours and the two peers are always timed",
+    )
+    parser.add_argument(
+        "--peer-loss", choices=["cross_entropy", "plain"], default="cross_entropy"
+    )
+    parser.add_argument(
         "--compile",
         nargs="*",
         default=[],
@@ -216,9 +267,8 @@ def main() -> None:
         "float32": matmul_ceiling(torch.float32),
         "bfloat16": matmul_ceiling(torch.bfloat16),
     }
-    systems = [
-        (name, precision) for precision in args.precisions for name in ("ours", *PEERS)
-    ]
+    names = ["ours", *(n for n in args.systems if n not in ("ours", *PEERS)), *PEERS]
+    systems = [(name, precision) for precision in args.precisions for name in names]
     compiled = [("ours", precision, True) for precision in args.precisions]
     results = []
     for name in args.presets:
@@ -229,6 +279,7 @@ def main() -> None:
             args.rounds,
             args.per_round,
             systems + (compiled if name in args.compile else []),
+            peer_loss(args.peer_loss),
         )
         rows = result["systems"]
         for key, row in rows.items():
@@ -248,10 +299,12 @@ def main() -> None:
             for key, row in rows.items()
             if key.startswith("ours")
         }
+        print(json.dumps(result["ours_over_faster_peer"]), flush=True)
         results.append(result)
         print(json.dumps(result, indent=2), flush=True)
     report = {
         "threads": args.threads,
+        "peer_loss": args.peer_loss,
         "allocator": os.environ.get("LD_PRELOAD") or "glibc",
         "mean_target_tokens_per_batch": sum(b.ntokens for b in batches) / len(batches),
         "matmul_ceiling_flops_per_s": ceilings,

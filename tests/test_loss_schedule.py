@@ -7,7 +7,7 @@ import torch
 
 from transformer_mt.errors import TransformerMTError
 from transformer_mt.train.config import TrainConfig, parse_duration
-from transformer_mt.train.loss import label_smoothed_loss
+from transformer_mt.train.loss import label_smoothed_loss, projected_smoothed_loss
 from transformer_mt.train.schedule import inverse_sqrt_lr
 
 
@@ -56,3 +56,93 @@ def test_durations_and_bad_training_options():
         TrainConfig(max_time="ten minutes")
     with pytest.raises(TransformerMTError, match="max_tokens=0 must be >= 1"):
         TrainConfig(max_tokens=0)
+
+
+def _float64_loss(logits, target, smoothing):
+    """The smoothed loss written out in float64: (loss sum, NLL sum)."""
+    V = logits.size(-1)
+    log_probs = torch.log_softmax(logits.double(), dim=-1)
+    keep = target != 0
+    gold = log_probs.gather(-1, target.unsqueeze(-1)).squeeze(-1)
+    others = log_probs.sum(-1) - gold
+    loss = -(1 - smoothing) * gold - smoothing / (V - 1) * others
+    return loss[keep].sum(), -gold[keep].sum()
+
+
+def _projection_case(dtype=torch.float64):
+    torch.manual_seed(0)
+    hidden = torch.randn(3, 7, 16, dtype=dtype, requires_grad=True)
+    weight = torch.randn(50, 16, dtype=dtype, requires_grad=True)
+    target = torch.randint(1, 50, (3, 7))
+    target[0, 5:] = 0  # padding
+    target[2, 2:] = 0
+    return hidden, weight, target
+
+
+@pytest.mark.parametrize("smoothing", [0.0, 0.1, 0.3])
+@pytest.mark.parametrize("chunk_rows", [1, 4, 1024])
+def test_projected_loss_equals_plain_loss_and_its_gradients(smoothing, chunk_rows):
+    hidden, weight, target = _projection_case()
+    loss, nll = _float64_loss(hidden @ weight.t(), target, smoothing)
+    loss.backward()
+    expected = loss.item(), nll.item(), hidden.grad.clone(), weight.grad.clone()
+    hidden.grad = weight.grad = None
+    keep = target != 0
+    loss, nll = projected_smoothed_loss(
+        hidden[keep], weight, target[keep], smoothing, chunk_rows
+    )
+    (2.5 * loss).backward()  # the upstream gradient scales both results
+    assert loss.item() == pytest.approx(expected[0], rel=1e-12)
+    assert nll.item() == pytest.approx(expected[1], rel=1e-12)
+    torch.testing.assert_close(hidden.grad, 2.5 * expected[2], rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(weight.grad, 2.5 * expected[3], rtol=1e-10, atol=1e-12)
+    assert not hidden.grad[~keep].any()  # padding rows get no gradient
+
+
+def test_projected_loss_without_gradients_gives_the_same_sums():
+    hidden, weight, target = _projection_case()
+    keep = target != 0
+    with torch.no_grad():
+        reference = _float64_loss(hidden @ weight.t(), target, 0.1)
+    with torch.inference_mode():
+        loss, nll = projected_smoothed_loss(hidden[keep], weight, target[keep], 0.1, 4)
+    assert loss.item() == pytest.approx(reference[0].item(), rel=1e-12)
+    assert nll.item() == pytest.approx(reference[1].item(), rel=1e-12)
+
+
+def test_projected_loss_under_bfloat16_autocast_follows_the_plain_path():
+    hidden, weight, target = _projection_case(torch.float32)
+    keep = target != 0
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        plain, _ = label_smoothed_loss(hidden @ weight.t(), target, 0.1, 0)
+        fused, _ = projected_smoothed_loss(hidden[keep], weight, target[keep], 0.1)
+    assert fused.dtype == torch.float32
+    assert fused.item() == pytest.approx(plain.item(), rel=1e-6)
+    plain.backward()
+    grads = hidden.grad.clone(), weight.grad.clone()
+    hidden.grad = weight.grad = None
+    fused.backward()
+    assert hidden.grad.dtype == weight.grad.dtype == torch.float32
+    # bf16 products on both sides; the fused one sums the weight gradient in fp32
+    torch.testing.assert_close(hidden.grad, grads[0], rtol=0.02, atol=1e-2)
+    torch.testing.assert_close(weight.grad, grads[1], rtol=0.02, atol=1e-2)
+
+
+def test_objective_equals_model_logits_with_the_plain_loss():
+    from transformer_mt.model import Transformer, preset
+    from transformer_mt.train.loss import SmoothedLossObjective
+
+    torch.manual_seed(0)
+    model = Transformer(preset("tiny", vocab_size=40, dropout=0.0)).double()
+    src = torch.randint(4, 40, (3, 6))
+    src[1, 4:] = 0
+    tgt = torch.randint(4, 40, (3, 5))
+    tgt[2, 3:] = 0
+    loss, nll = SmoothedLossObjective(model, 0.1)(src, tgt, tgt)
+    plain, plain_nll = _float64_loss(model(src, tgt), tgt, 0.1)
+    assert loss.item() == pytest.approx(plain.item(), rel=1e-12)
+    assert nll.item() == pytest.approx(plain_nll.item(), rel=1e-12)
+    grads = torch.autograd.grad(loss, list(model.parameters()))
+    expected = torch.autograd.grad(plain, list(model.parameters()))
+    for got, want in zip(grads, expected):
+        torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-12)

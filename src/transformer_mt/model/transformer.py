@@ -142,11 +142,16 @@ class Transformer(nn.Module):
         """hidden (..., D) -> logits (..., V) through the shared embedding matrix."""
         return hidden @ self.embedding.weight.t()
 
-    def forward(self, src: torch.Tensor, tgt_in: torch.Tensor) -> torch.Tensor:
-        """src (B, S), tgt_in (B, T) -> logits (B, T, V)"""
+    def features(self, src: torch.Tensor, tgt_in: torch.Tensor) -> torch.Tensor:
+        """src (B, S), tgt_in (B, T) -> decoder output (B, T, D), before the
+        output projection (training projects only the non-padding rows)."""
         memory, src_attend, _ = self.encode(src)
         hidden, _ = self.decode(tgt_in, memory, src_attend)
-        return self.project(hidden)
+        return hidden
+
+    def forward(self, src: torch.Tensor, tgt_in: torch.Tensor) -> torch.Tensor:
+        """src (B, S), tgt_in (B, T) -> logits (B, T, V)"""
+        return self.project(self.features(src, tgt_in))
 
     def start_decoding(
         self, memory: torch.Tensor, src_attend: torch.Tensor

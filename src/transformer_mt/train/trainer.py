@@ -22,7 +22,7 @@ from ..model import ModelConfig, Transformer
 from ..progress import Progress, format_duration
 from ..vocab import Vocabulary
 from .config import TrainConfig
-from .loss import label_smoothed_loss
+from .loss import SmoothedLossObjective
 from .metrics import MetricsLog, describe_run, train_record
 from .schedule import inverse_sqrt_lr
 from .state import DATA_ORDER_FIELDS, StopRequest, TrainState, pick_device
@@ -121,12 +121,12 @@ class Trainer:
             # Same initial weights on every rank (seeded above), but each rank
             # needs its own dropout stream.
             torch.manual_seed(c.seed * 7919 + self.dist.rank + self.state.step)
-        self.wrapped = self.ddp = self.model
+        # Model and loss as one module, so DDP and torch.compile see the whole step.
+        objective = SmoothedLossObjective(self.model, c.label_smoothing)
+        self.wrapped = self.ddp = objective
         if self.dist.enabled:
             ids = [self.device.index] if self.device.type == "cuda" else None
-            self.wrapped = self.ddp = DistributedDataParallel(
-                self.model, device_ids=ids
-            )
+            self.wrapped = self.ddp = DistributedDataParallel(objective, device_ids=ids)
         if c.compile:
             self.wrapped = torch.compile(self.wrapped)
 
@@ -218,13 +218,7 @@ class Trainer:
             context = contextlib.nullcontext() if sync else self.ddp.no_sync()
             with context:
                 with self.autocast():
-                    logits = self.wrapped(batch.src, batch.tgt_in)
-                loss, nll = label_smoothed_loss(
-                    logits,
-                    batch.tgt_out,
-                    self.config.label_smoothing,
-                    self.vocab.pad_id,
-                )
+                    loss, nll = self.wrapped(batch.src, batch.tgt_in, batch.tgt_out)
                 scaled = loss * self.dist.world_size / ntokens
                 (self.scaler.scale(scaled) if self.scaler else scaled).backward()
             sums += torch.stack([loss.detach(), nll.detach()]).double().cpu()

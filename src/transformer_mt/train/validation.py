@@ -14,7 +14,7 @@ from ..decode.search import DecodeConfig, greedy_search
 from ..evaluate import score
 from ..model import Transformer
 from ..vocab import Vocabulary
-from .loss import label_smoothed_loss
+from .loss import SmoothedLossObjective
 
 
 @torch.inference_mode()
@@ -28,15 +28,13 @@ def validation_loss(
 ) -> dict:
     """Token-averaged smoothed loss, NLL and perplexity over every pair."""
     model.eval()
+    objective = SmoothedLossObjective(model, smoothing)
     loss_sum = nll_sum = tokens = 0.0
     batches = token_batches(data.src_lens, data.tgt_lens, max_tokens, 0, 0, False)
     for ids in batches:
         batch = collate(data, ids).to(device)
         with autocast():
-            logits = model(batch.src, batch.tgt_in)
-        loss, nll = label_smoothed_loss(
-            logits, batch.tgt_out, smoothing, model.config.pad_id
-        )
+            loss, nll = objective(batch.src, batch.tgt_in, batch.tgt_out)
         loss_sum, nll_sum = loss_sum + loss.item(), nll_sum + nll.item()
         tokens += batch.ntokens
     return {
