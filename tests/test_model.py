@@ -202,6 +202,29 @@ def test_cached_inference_projection_follows_in_place_changes():
     torch.testing.assert_close(changed, expected, atol=1e-5, rtol=1e-5)
 
 
+def test_evaluation_after_a_fused_adam_step_uses_the_new_weights():
+    # fused Adam updates weights without bumping their version counters: the
+    # stacked q/k/v copy built in one evaluation must not outlive the next step
+    model = tiny_model()
+    src, tgt = random_tokens(2, 6, seed=1), random_tokens(2, 5, seed=2)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2, fused=True)
+    model.eval()
+    with torch.inference_mode():
+        model(src, tgt)  # builds the stacked copies
+    model.train()
+    model(src, tgt).sum().backward()
+    optimizer.step()
+    model.eval()
+    with torch.inference_mode():
+        after = model(src, tgt)
+    fresh = tiny_model()
+    fresh.load_state_dict(model.state_dict())
+    fresh.eval()
+    with torch.inference_mode():
+        expected = fresh(src, tgt)
+    torch.testing.assert_close(after, expected, atol=1e-5, rtol=1e-5)
+
+
 def test_bfloat16_attention_on_cpu_agrees_with_float32():
     from transformer_mt.model.attention import fused_attention
 

@@ -31,6 +31,14 @@ class MultiHeadAttention(nn.Module):
         # first projection index (0: q, k, v; 1: k, v) -> (key, weight, bias)
         self._stacked_cache: dict[int, tuple] = {}
 
+    def train(self, mode: bool = True) -> MultiHeadAttention:
+        # Every switch between training and evaluation drops the stacked copies:
+        # an optimizer may change the weights without bumping their version
+        # counter (torch.optim.Adam(fused=True) does), so the key alone cannot
+        # be trusted across training steps.
+        self._stacked_cache.clear()
+        return super().train(mode)
+
     def split_heads(self, x: torch.Tensor) -> torch.Tensor:
         """(B, T, D) -> (B, H, T, D/H)"""
         B, T, _ = x.shape
@@ -69,8 +77,9 @@ class MultiHeadAttention(nn.Module):
         """Weights (nD, D) and biases (nD,) of the projections q, k, v from index
         ``first`` on, stacked. With gradients they are concatenated afresh (the
         concatenation passes gradients back to each projection); without, the
-        stacked copy is cached and rebuilt whenever a parameter was replaced or
-        changed in place since the last call."""
+        stacked copy is cached until the next ``train()``/``eval()`` call, and
+        rebuilt sooner if a parameter was replaced or changed in place (as far as
+        its version counter tells)."""
         linears = (self.q_proj, self.k_proj, self.v_proj)[first:]
         if torch.is_grad_enabled():
             return (
