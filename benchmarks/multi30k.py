@@ -52,9 +52,9 @@ def main() -> None:
     )
     parser.add_argument(
         "--train-flags",
-        default="--preset small --dropout 0.2 "
-        "--max-tokens 4096 --warmup 800 --lr-scale 1.0 "
-        "--valid-every 500 --save-every 100 --keep-last 10 --log-every 100",
+        default="--preset small --dropout 0.2 --max-tokens 4096 --warmup 800 "
+        "--lr-scale 0.7 --valid-every 500 --save-every 100 --keep-last 10 "
+        "--log-every 100",
     )
     args = parser.parse_args()
     pair = f"{args.src}-{args.tgt}"

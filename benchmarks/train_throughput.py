@@ -21,6 +21,9 @@ the same. It reports target tokens/s, the ratio of ours to each peer, and model
 FLOP/s as a fraction of a float32 (and bfloat16) matmul ceiling measured in the
 same run.
 Systems take turns in rounds so machine noise hits all of them alike.
+Every system steps the same torch.optim.Adam: fused (one kernel over all
+parameters, as the trainer runs it) unless ``--adam loop`` asks for PyTorch's
+per-tensor loop, its CPU default.
 
     python benchmarks/train_throughput.py --data runs/demo/data --presets small base
 
@@ -148,14 +151,20 @@ def matmul_ceiling(dtype: torch.dtype, n: int = 2048, repeats: int = 10) -> floa
 class Runner:
     """One system: model, optimizer and the timing it has accumulated."""
 
-    def __init__(self, name, precision, compiled=False, *, config, loss) -> None:
+    def __init__(
+        self, name, precision, compiled=False, *, config, loss, fused_adam=True
+    ) -> None:
         torch.manual_seed(0)
         self.name, self.precision = name, precision
         self.key = name + ("_bf16" if precision == "bfloat16" else "")
         self.key += "_compiled" if compiled else ""
         self.model = SYSTEMS[name](config).train()
         self.optimizer = torch.optim.Adam(
-            self.model.parameters(), lr=1e-4, betas=(0.9, 0.98), eps=1e-9
+            self.model.parameters(),
+            lr=1e-4,
+            betas=(0.9, 0.98),
+            eps=1e-9,
+            fused=fused_adam,
         )
         self.objective = None
         if name == "ours":  # exactly what the trainer runs
@@ -194,9 +203,14 @@ class Runner:
         return self.tokens / self.seconds
 
 
-def measure(preset_name, vocab_size, batches, rounds, per_round, systems, loss):
+def measure(
+    preset_name, vocab_size, batches, rounds, per_round, systems, loss, fused_adam
+):
     config = preset(preset_name, vocab_size=vocab_size)
-    runners = [Runner(*system, config=config, loss=loss) for system in systems]
+    runners = [
+        Runner(*system, config=config, loss=loss, fused_adam=fused_adam)
+        for system in systems
+    ]
     for runner in runners:
         start = time.perf_counter()
         runner.step(batches[0])  # warm-up: allocator, kernels, compilation
@@ -253,6 +267,13 @@ def main() -> None:
         help="presets for which our model is also timed under torch.compile "
         "(peers stay eager)",
     )
+    parser.add_argument(
+        "--adam",
+        choices=["fused", "loop"],
+        default="fused",
+        help="torch.optim.Adam implementation, the same for every system "
+        "(fused: what the trainer uses)",
+    )
     parser.add_argument("--out", default="benchmarks/results/train_throughput.json")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -280,6 +301,7 @@ def main() -> None:
             args.per_round,
             systems + (compiled if name in args.compile else []),
             peer_loss(args.peer_loss),
+            args.adam == "fused",
         )
         rows = result["systems"]
         for key, row in rows.items():
@@ -305,6 +327,8 @@ def main() -> None:
     report = {
         "threads": args.threads,
         "peer_loss": args.peer_loss,
+        "adam": args.adam,
+        "malloc_conf": os.environ.get("MALLOC_CONF", ""),
         "allocator": os.environ.get("LD_PRELOAD") or "glibc",
         "mean_target_tokens_per_batch": sum(b.ntokens for b in batches) / len(batches),
         "matmul_ceiling_flops_per_s": ceilings,
