@@ -65,7 +65,7 @@ def trained(multi30k_slice, tmp_path_factory):
     summary = json.loads(result.stdout)
     assert summary["step"] == 12 and "valid_bleu" in summary
     log = result.stderr.decode()
-    assert "tok/s" in log and "lr" in log and "eta" in log
+    assert "tok/s" in log and "lr" in log and "eta" in log and "GiB" in log
     run_cli("average", "--run", run, "--last", "3")
     return data, run
 
@@ -83,6 +83,7 @@ def test_end_to_end_prepare_train_average_translate_evaluate(trained, tmp_path):
     ]
     records = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     assert {r["kind"] for r in records} == {"train", "valid"}
+    assert all(r["rss_bytes"] > 2**20 for r in records if r["kind"] == "train")
     text = "Ein Hund läuft.\n\n   \nZwei Männer spielen.\n".encode()
     result = run_cli("translate", "--checkpoint", run, "--beam-size", "2", stdin=text)
     lines = result.stdout.decode().split("\n")

@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 
 from ..errors import TransformerMTError
+from ..memory import resident_bytes
 from ..progress import format_duration
 
 
@@ -86,6 +87,9 @@ def train_record(state, window: dict, stats: dict, eta: float | None):
         "grad_norm": stats["grad_norm"],
         "elapsed": state.elapsed,
     }
+    rss = resident_bytes()
+    if rss is not None:
+        record["rss_bytes"] = rss
     fields = {
         "epoch": state.epoch,
         "loss": f"{loss:.3f}",
@@ -94,6 +98,8 @@ def train_record(state, window: dict, stats: dict, eta: float | None):
         "tok/s": f"{speed:,.0f}",
         "elapsed": format_duration(state.elapsed),
     }
+    if rss is not None:
+        fields["rss"] = f"{rss / 2**30:.2f} GiB"
     if eta is not None:
         fields["eta"] = format_duration(eta)
     return record, fields
