@@ -139,6 +139,17 @@ def peer_loss(kind: str):
     return cross_entropy
 
 
+def cpu_model() -> str:
+    """The CPU's name from /proc/cpuinfo (figures differ a lot between CPUs)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown"
+
+
 def matmul_ceiling(dtype: torch.dtype, n: int = 2048, repeats: int = 10) -> float:
     a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
     a @ b
@@ -168,12 +179,12 @@ class Runner:
         )
         self.objective = None
         if name == "ours":  # exactly what the trainer runs
-            self.objective = SmoothedLossObjective(self.model, 0.1)
-        self.loss = loss
-        if compiled:  # after the optimizer took the parameters
+            self.objective = SmoothedLossObjective(
+                self.model, 0.1, compile_features=compiled
+            )
+        elif compiled:
             self.model = torch.compile(self.model, dynamic=True)
-            if self.objective is not None:
-                self.objective = torch.compile(self.objective, dynamic=True)
+        self.loss = loss
         self.seconds = 0.0
         self.tokens = 0
         self.warm_up_seconds = 0.0
@@ -333,6 +344,7 @@ def main() -> None:
         "mean_target_tokens_per_batch": sum(b.ntokens for b in batches) / len(batches),
         "matmul_ceiling_flops_per_s": ceilings,
         "torch": torch.__version__,
+        "cpu": cpu_model(),
         "results": results,
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

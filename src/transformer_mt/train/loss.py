@@ -141,20 +141,28 @@ class SmoothedLossObjective(nn.Module):
     """The training objective as a module: the model's decoder output, projected
     and scored only where the target is not padding.
 
-    Wrapping model and loss in one module lets DistributedDataParallel and
-    torch.compile see the whole step.
+    Wrapping model and loss in one module lets DistributedDataParallel see the
+    whole step; ``compile_features`` compiles the model's part of it.
 
     forward: src (B, S), tgt_in (B, T), tgt_out (B, T) -> (smoothed loss sum,
     NLL sum), float32 scalars.
     """
 
-    def __init__(self, model: nn.Module, smoothing: float) -> None:
+    def __init__(
+        self, model: nn.Module, smoothing: float, compile_features: bool = False
+    ) -> None:
         super().__init__()
         self.model = model
         self.smoothing = smoothing
+        # torch.compile gets the encoder-decoder pass only: the row selection
+        # below has a data-dependent shape, which would split the graph, and
+        # each new batch shape would then compile again.
+        self._features = model.features
+        if compile_features:
+            self._features = torch.compile(model.features, dynamic=True)
 
     def forward(self, src, tgt_in, tgt_out):
-        hidden = self.model.features(src, tgt_in)  # (B, T, D)
+        hidden = self._features(src, tgt_in)  # (B, T, D)
         keep = tgt_out != self.model.config.pad_id  # (B, T)
         return projected_smoothed_loss(
             hidden[keep],  # (N, D)

@@ -124,14 +124,14 @@ class Trainer:
             # Same initial weights on every rank (seeded above), but each rank
             # needs its own dropout stream.
             torch.manual_seed(c.seed * 7919 + self.dist.rank + self.state.step)
-        # Model and loss as one module, so DDP and torch.compile see the whole step.
-        objective = SmoothedLossObjective(self.model, c.label_smoothing)
+        # Model and loss as one module, so DDP sees the whole step.
+        objective = SmoothedLossObjective(
+            self.model, c.label_smoothing, compile_features=c.compile
+        )
         self.wrapped = self.ddp = objective
         if self.dist.enabled:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.wrapped = self.ddp = DistributedDataParallel(objective, device_ids=ids)
-        if c.compile:
-            self.wrapped = torch.compile(self.wrapped)
 
     def _restore(self, ckpt: checkpoint.Checkpoint) -> None:
         tensors, saved = ckpt.training_state()
