@@ -7,6 +7,7 @@ from torch import nn
 
 from ..errors import TransformerMTError
 from .config import ModelConfig
+from .dropout import Dropout
 from .embeddings import LearnedPositions, ScaledEmbedding, SinusoidalPositions
 from .layers import DecoderLayer, EncoderLayer
 
@@ -78,7 +79,7 @@ class Transformer(nn.Module):
             else (LearnedPositions)
         )
         self.positions = positions(config.max_positions, d)
-        self.embed_dropout = nn.Dropout(config.dropout)
+        self.embed_dropout = Dropout(config.dropout)
         self.encoder_layers = nn.ModuleList(
             EncoderLayer(config) for _ in range(config.encoder_layers)
         )
