@@ -15,6 +15,8 @@ On other devices, and inside ``torch.compile``, the module is ``F.dropout``.
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -29,9 +31,7 @@ def keep_mask(shape: torch.Size, p: float, device=None) -> tuple[torch.Tensor, f
     Requires 0 < p < 1.
     """
     dropped = round(p * _LANES)  # lanes below the threshold are dropped
-    n = 1
-    for size in shape:
-        n *= size
+    n = math.prod(shape)
     words = torch.empty((n + 3) // 4, dtype=torch.int64, device=device)
     words.random_(-(2**63), None)  # every one of the 64 bits uniform
     lanes = words.view(torch.int16)[:n].view(shape)  # uniform in [-32768, 32767]
